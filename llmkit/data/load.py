@@ -1,0 +1,61 @@
+"""Read the recipe's sources, check every row against its format, split off held-out data.
+
+Turning rows into model inputs is task-specific (`llmkit.data.sft`, ...); this module ends at checked rows.
+"""
+
+from __future__ import annotations
+
+import random
+
+from llmkit.data.formats import FORMATS
+from llmkit.data.sources import Rows, read_source, rename_columns
+from llmkit.errors import DataError
+from llmkit.recipe import DataSection, DataSource
+
+MAX_REPORTED = 5
+
+
+def load_source(source: DataSource, section: DataSection) -> Rows:
+    rows = read_source(source.path, source.hub, source.split, source.subset, source.revision)
+    rows = rename_columns(rows, section.columns)
+    check_rows(rows, section.format)
+    return rows
+
+
+def check_rows(rows: Rows, fmt: str) -> None:
+    """Every row must fit the format; the first few bad ones are reported together with file and row."""
+    check = FORMATS[fmt].check_row
+    bad = [(where, problem) for row, where in zip(rows.rows, rows.where, strict=False) if (problem := check(row))]
+    if not bad:
+        return
+    lines = [f"{where}: {problem}" for where, problem in bad[:MAX_REPORTED]]
+    more = f" (and {len(bad) - MAX_REPORTED} more)" if len(bad) > MAX_REPORTED else ""
+    hint = ""
+    if any("has no" in p for _, p in bad) and rows.columns:
+        hint = f"\n  the file's columns are {', '.join(rows.columns)}; map them with data.columns"
+    raise DataError(f"{len(bad)} rows do not fit format '{fmt}'{more}:\n  " + "\n  ".join(lines) + hint)
+
+
+def load_splits(section: DataSection) -> tuple[Rows, Rows | None]:
+    """Training rows and held-out rows (from `validation`, or a seeded `validation_split` of train)."""
+    train = load_source(section.train, section)
+    held_out = None
+    if section.validation is not None:
+        held_out = load_source(section.validation, section)
+    elif section.validation_split > 0:
+        order = list(range(len(train)))
+        random.Random(section.split_seed).shuffle(order)
+        n_eval = max(1, round(len(train) * section.validation_split))
+        if n_eval >= len(train):
+            raise DataError(
+                f"has {len(train)} rows, too few to hold out {section.validation_split:.0%}; "
+                "add rows, give data.validation, or set data.validation_split: 0",
+                train.name,
+            )
+        held_out = train.select(sorted(order[:n_eval]))
+        train = train.select(sorted(order[n_eval:]))
+    if section.max_train_samples:
+        train = train.select(list(range(min(section.max_train_samples, len(train)))))
+    if held_out is not None and section.max_eval_samples:
+        held_out = held_out.select(list(range(min(section.max_eval_samples, len(held_out)))))
+    return train, held_out

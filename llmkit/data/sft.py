@@ -1,0 +1,222 @@
+"""Text-generation examples: render a row into prompt / response segments, tokenise, mask the prompt.
+
+Segments are tokenised one by one and concatenated, so the boundary between what is masked (-100) and what is
+trained is exact — no re-alignment of character offsets — and a prompt tokenises the same way it will at inference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from llmkit.errors import DataError, RecipeError
+
+IGNORE = -100
+
+ALPACA_PROMPT = (
+    "Below is an instruction that describes a task. Write a response that appropriately completes the request."
+    "\n\n### Instruction:\n{instruction}"
+)
+ALPACA_INPUT = "\n\n### Input:\n{input}"
+ALPACA_RESPONSE = "\n\n### Response:\n"
+
+# A ChatML template for tokenizers without one (GPT-2, base models): data.template 'chat' then still works.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+Segment = tuple[str, bool]  # (text, trained?)
+
+
+@dataclass
+class SftStats:
+    rows: int = 0
+    kept: int = 0
+    dropped_overlong: int = 0
+    truncated: int = 0
+    dropped_no_target: int = 0
+    split_pieces: int = 0
+    tokens: int = 0
+    target_tokens: int = 0
+    max_tokens: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self, name: str) -> str:
+        parts = [f"{self.kept} examples from {self.rows} rows of {name}", f"{self.tokens} tokens"]
+        parts.append(f"{self.target_tokens} trained")
+        if self.dropped_overlong:
+            parts.append(f"{self.dropped_overlong} dropped as longer than max_length")
+        if self.truncated:
+            parts.append(f"{self.truncated} truncated")
+        if self.dropped_no_target:
+            parts.append(f"{self.dropped_no_target} dropped with no trainable token left")
+        return ", ".join(parts)
+
+
+def uses_chat_template(fmt: str, template: str, tokenizer: Any) -> bool:
+    """Whether prompts are rendered with a chat template: always for chat rows; for alpaca rows when asked, or on
+    'auto' when the tokenizer has one (an instruct model should be tuned in the format it is prompted in)."""
+    if fmt == "chat":
+        return True
+    if fmt == "alpaca":
+        return template == "chat" or (template == "auto" and bool(getattr(tokenizer, "chat_template", None)))
+    return False
+
+
+def render(
+    row: Mapping[str, Any], fmt: str, use_chat: bool, tokenizer: Any, system_prompt: str | None
+) -> list[Segment]:
+    """The row as (text, trained) segments, in order."""
+    if fmt == "text":
+        return [(row["text"], True)]
+    if fmt == "alpaca":
+        user = row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else "")
+        if use_chat:
+            return chat_segments(
+                [{"role": "user", "content": user}, {"role": "assistant", "content": row["output"]}],
+                tokenizer,
+                system_prompt,
+            )
+        prompt = ALPACA_PROMPT.format(instruction=row["instruction"])
+        if row.get("input"):
+            prompt += ALPACA_INPUT.format(input=row["input"])
+        return [(prompt + ALPACA_RESPONSE, False), (row["output"], True)]
+    if fmt == "chat":
+        return chat_segments(list(row["messages"]), tokenizer, system_prompt)
+    raise ValueError(f"format {fmt!r} does not produce text segments")
+
+
+def chat_segments(messages: list[dict[str, str]], tokenizer: Any, system_prompt: str | None) -> list[Segment]:
+    """Split a rendered conversation so that each assistant turn (with the template's end-of-turn marker) is trained
+    and everything else is masked. Works by rendering growing prefixes of the conversation."""
+    if system_prompt and messages[0]["role"] != "system":
+        messages = [{"role": "system", "content": system_prompt}, *messages]
+    segments: list[Segment] = []
+    done = ""
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        prompt = _apply(tokenizer, messages[:i], generation_prompt=True)
+        full = _apply(tokenizer, messages[: i + 1], generation_prompt=False)
+        if not prompt.startswith(done) or not full.startswith(prompt):
+            raise RecipeError(
+                "data.format: this tokenizer's chat template renders earlier turns differently as the chat grows, "
+                "so assistant turns cannot be masked exactly; use data.format alpaca with data.template alpaca."
+            )
+        segments += [(prompt[len(done) :], False), (full[len(prompt) :], True)]
+        done = full
+    return [(text, trained) for text, trained in segments if text]
+
+
+def _apply(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool) -> str:
+    if not messages:
+        # What precedes the first turn: render a lone user turn and keep what comes before its content.
+        probe = "\x00PROBE\x00"
+        text = tokenizer.apply_chat_template([{"role": "user", "content": probe}], tokenize=False)
+        return text[: text.index(probe)] if probe in text else ""
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+
+
+@dataclass
+class Tokenizing:
+    """What turning segments into ids needs to know about the tokenizer, computed once."""
+
+    tokenizer: Any
+    prefix: list[int]  # special tokens the tokenizer puts first (BOS), if any
+    eos_id: int | None
+    append_eos: bool  # plain templates have no end marker of their own, so EOS is appended and trained
+
+    @classmethod
+    def for_format(cls, tokenizer: Any, use_chat: bool) -> Tokenizing:
+        with_special = tokenizer("a")["input_ids"]
+        plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+        start = with_special.index(plain[0]) if plain and plain[0] in with_special else 0
+        prefix = list(with_special[:start])
+        if not use_chat and tokenizer.eos_token_id is None:
+            raise RecipeError("model: the tokenizer has no EOS token, so the model could never learn to stop.")
+        return cls(tokenizer, prefix, tokenizer.eos_token_id, append_eos=not use_chat)
+
+    def encode(self, segments: list[Segment]) -> tuple[list[int], list[int]]:
+        ids: list[int] = []
+        labels: list[int] = []
+        first = segments[0][0] if segments else ""
+        bos_text = getattr(self.tokenizer, "bos_token", None)
+        if self.prefix and not (bos_text and first.startswith(bos_text)):
+            ids += self.prefix
+            labels += [IGNORE] * len(self.prefix)
+        for text, trained in segments:
+            piece = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            ids += piece
+            labels += piece if trained else [IGNORE] * len(piece)
+        if self.append_eos and self.eos_id is not None:
+            ids.append(self.eos_id)
+            labels.append(self.eos_id)
+        return ids, labels
+
+
+def build_examples(
+    rows: list[Mapping[str, Any]],
+    where: list[str],
+    *,
+    fmt: str,
+    tokenizer: Any,
+    template: str,
+    system_prompt: str | None,
+    max_length: int,
+    overlong: str,
+    stop_ids: set[int],
+) -> tuple[list[dict[str, np.ndarray]], list[str], SftStats]:
+    """Tokenised examples ({input_ids, labels}), where each came from, and counts of what happened to the rows."""
+    use_chat = uses_chat_template(fmt, template, tokenizer)
+    if use_chat and not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = CHATML_TEMPLATE
+    tok = Tokenizing.for_format(tokenizer, use_chat)
+    examples: list[dict[str, np.ndarray]] = []
+    origins: list[str] = []
+    stats = SftStats(rows=len(rows))
+    unstoppable: list[str] = []
+    for row, origin in zip(rows, where, strict=False):
+        ids, labels = tok.encode(render(row, fmt, use_chat, tokenizer, system_prompt))
+        pieces = [(ids, labels)]
+        if len(ids) > max_length:
+            if overlong == "error":
+                raise DataError(
+                    f"is {len(ids)} tokens, longer than data.max_length={max_length}; raise max_length or set "
+                    "data.overlong to drop or truncate",
+                    origin,
+                )
+            if overlong == "drop":
+                stats.dropped_overlong += 1
+                continue
+            if overlong == "truncate":
+                stats.truncated += 1
+                pieces = [(ids[:max_length], labels[:max_length])]
+            else:  # split: consecutive windows of a long document
+                pieces = [(ids[i : i + max_length], labels[i : i + max_length]) for i in range(0, len(ids), max_length)]
+                stats.split_pieces += len(pieces) - 1
+        elif stop_ids and not any(label in stop_ids for label in labels):
+            unstoppable.append(origin)
+        for piece_ids, piece_labels in pieces:
+            if all(label == IGNORE for label in piece_labels[1:]):
+                stats.dropped_no_target += 1
+                continue
+            examples.append(
+                {"input_ids": np.asarray(piece_ids, dtype=np.int64), "labels": np.asarray(piece_labels, dtype=np.int64)}
+            )
+            origins.append(origin)
+            stats.tokens += len(piece_ids)
+            stats.target_tokens += sum(1 for label in piece_labels[1:] if label != IGNORE)
+            stats.max_tokens = max(stats.max_tokens, len(piece_ids))
+    stats.kept = len(examples)
+    if unstoppable and fmt != "text":
+        names = ", ".join(repr(tokenizer.convert_ids_to_tokens(i)) for i in sorted(stop_ids))
+        raise RecipeError(
+            f"data: the stop token ({names}) is never a training target in {len(unstoppable)} of {len(rows)} rows "
+            f"(first: {unstoppable[0]}), so the model would not learn to stop; the chat template's end-of-turn "
+            "marker must be a stop token — set data.template: alpaca, or use a model whose EOS ends its turns."
+        )
+    return examples, origins, stats

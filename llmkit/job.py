@@ -1,0 +1,174 @@
+"""What every task runner shares, as plain functions on one object: loading, training arguments, saving.
+
+Runners call these in the order they need (data errors surface before the model loads); there is no base runner
+class to inherit from.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import transformers
+from transformers import PreTrainedTokenizerBase, TrainingArguments
+
+from llmkit import models
+from llmkit.errors import RecipeError, first_line
+from llmkit.methods import MethodContext
+from llmkit.outputs import RunDir
+from llmkit.recipe import Recipe
+from llmkit.tasks import TASKS
+
+# Training-argument defaults llmkit chooses where transformers' own do not suit a recipe run.
+ARG_DEFAULTS: dict[str, Any] = {
+    "report_to": "none",  # offline by default; recipes opt in to trackers
+    "logging_steps": 10,
+    "include_num_input_tokens_seen": "non_padding",  # for tokens/s in metrics.json
+    "save_total_limit": 2,
+    "dataloader_pin_memory": torch.cuda.is_available(),  # pinning without a GPU only warns
+}
+LLMKIT_META = "llmkit.json"
+
+
+def say(message: str) -> None:
+    print(f"llmkit: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Prepared:
+    """A task's model-ready examples and where each came from (for error messages and `inspect-data`)."""
+
+    train: list[dict[str, Any]]
+    train_where: list[str]
+    held_out: list[dict[str, Any]] | None = None
+    held_out_where: list[str] | None = None
+    fingerprints: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Job:
+    recipe: Recipe
+    run: RunDir
+    base: models.ResolvedModel
+    total_steps: int | None = None
+    params: tuple[int, int] = (0, 0)
+    fingerprints: dict[str, Any] = field(default_factory=dict)
+    head_kwargs: dict[str, Any] = field(default_factory=dict)  # what from_pretrained needs to rebuild the head
+    trained_model: Any = None
+    trained_tokenizer: Any = None
+
+    @property
+    def head(self) -> str:
+        return TASKS[self.recipe.task].head
+
+    @property
+    def resume(self) -> bool | str | None:
+        return self.recipe.training.resume_from_checkpoint
+
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        return models.load_tokenizer(self.base)
+
+    def training_args(self, args_class: type[TrainingArguments] = TrainingArguments, **task_defaults: Any) -> Any:
+        """Recipe keys over task defaults over llmkit defaults; upstream's own errors become RecipeErrors."""
+        kwargs = {**ARG_DEFAULTS, **task_defaults, **self.recipe.training.kwargs()}
+        kwargs["output_dir"] = str(self.run.checkpoints)
+        kwargs["remove_unused_columns"] = False
+        if kwargs.get("eval_steps") and "eval_strategy" not in self.recipe.training.kwargs():
+            kwargs["eval_strategy"] = "steps"
+        try:
+            return args_class(**kwargs)
+        except (ValueError, TypeError) as exc:
+            raise RecipeError(f"training: {first_line(exc)}") from None
+
+    def method_context(self, head: str | None = None) -> MethodContext:
+        return MethodContext(
+            family=self.base.family,
+            task=self.recipe.task,
+            head=head or self.head,
+            model_type=self.base.model_type,
+            total_steps=self.total_steps,
+        )
+
+    def model(self, tokenizer: PreTrainedTokenizerBase, head: str | None = None, **load_kwargs: Any) -> Any:
+        """The base model under the task's head, prepared by the recipe's method, with its parameter counts."""
+        head = head or self.head
+        self.head_kwargs = load_kwargs
+        # New weights (a task head, LoRA matrices) draw from the global RNG: seed it so a recipe is reproducible.
+        transformers.set_seed(self.recipe.training.seed if self.recipe.training.seed is not None else 42)
+        model = models.load_model(self.base, head, tokenizer, **load_kwargs)
+        if self.recipe.training.gradient_checkpointing:
+            model.config.use_cache = False
+        try:
+            model = self.recipe.method.apply(model, self.method_context(head))
+        except ValueError as exc:  # peft's checks (e.g. target modules not found) are config errors
+            raise RecipeError(f"method: {first_line(exc)}") from None
+        self.params = models.count_parameters(model)
+        trainable, total = self.params
+        say(f"{self.recipe.method.name}: {trainable:,} of {total:,} parameters train ({100 * trainable / total:.2f}%)")
+        return model
+
+    def train(self, trainer: transformers.Trainer) -> dict[str, Any]:
+        """Run the training loop (resuming if asked); write its log; return loss, length and speed."""
+        start = _TokensAtStart()
+        trainer.add_callback(start)
+        result = trainer.train(resume_from_checkpoint=self.resume)
+        history = trainer.state.log_history
+        (self.run.work / "train_log.jsonl").write_text("".join(json.dumps(entry) + "\n" for entry in history))
+        runtime = result.metrics.get("train_runtime", 0.0)
+        tokens = int(trainer.state.num_input_tokens_seen - start.tokens)  # this session's tokens, if resumed
+        return {
+            "train_loss": result.training_loss,
+            "train_steps": trainer.state.global_step,
+            "train_runtime_s": round(runtime, 2),
+            "train_tokens": tokens,
+            "tokens_per_second": round(tokens / runtime, 1) if runtime else None,
+        }
+
+    def save(self, model: Any, tokenizer: PreTrainedTokenizerBase, **meta: Any) -> None:
+        """Weights (adapter or full model) in safetensors, the tokenizer, and what reloading needs to know."""
+        model.save_pretrained(self.run.work)
+        tokenizer.save_pretrained(self.run.work)
+        self.trained_model, self.trained_tokenizer = model, tokenizer
+        info = {
+            "task": self.recipe.task,
+            "head": self.head,
+            "family": self.base.family,
+            "model_type": self.base.model_type,
+            "method": self.recipe.method.model_dump(),
+            "base_model": self.recipe.model.model_dump(),
+            "head_kwargs": self.head_kwargs,
+            **meta,
+        }
+        (self.run.work / LLMKIT_META).write_text(json.dumps(info, indent=2) + "\n")
+
+    def resource_metrics(self) -> dict[str, Any]:
+        trainable, total = self.params
+        out: dict[str, Any] = {"trainable_params": trainable, "total_params": total}
+        if torch.cuda.is_available():
+            out["peak_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+            out["peak_memory_kind"] = "cuda_max_allocated"
+        else:
+            out["peak_memory_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+            out["peak_memory_kind"] = "process_max_rss"
+        return out
+
+
+class _TokensAtStart(transformers.TrainerCallback):
+    """Tokens already seen when training (re)starts, so a resumed run's tokens/s counts only its own work."""
+
+    tokens = 0
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.tokens = state.num_input_tokens_seen
+
+
+def set_verbosity() -> None:
+    """Keep transformers' own logging to warnings; the progress bar and llmkit's lines say what is happening."""
+    transformers.logging.set_verbosity_warning()
+    # peft calls a transformers method deprecated for v6; the warning is theirs to fix, not the user's.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)

@@ -1,0 +1,120 @@
+"""The run directory: where a run works, and how it becomes a finished output in one atomic step.
+
+A run works in `<output_dir>.incomplete/` (checkpoints, logs, the model as it is saved) and is renamed to
+`<output_dir>` only when everything is written, so an interrupted run never leaves something that looks finished,
+and `resume_from_checkpoint: true` knows where to look.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from llmkit.errors import RecipeError
+
+PACKAGES = ("llmkit", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "bitsandbytes", "evaluate")
+
+
+@dataclass(frozen=True)
+class RunDir:
+    final: Path
+    work: Path
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.work / "checkpoints"
+
+    @classmethod
+    def for_output(cls, output_dir: str | os.PathLike[str]) -> RunDir:
+        final = Path(output_dir).expanduser()
+        return cls(final, final.with_name(final.name + ".incomplete"))
+
+    def check(self, resume: bool | str | None) -> None:
+        """Refuse to overwrite a finished run or silently restart an interrupted one. Writes nothing."""
+        if self.final.exists() and (not self.final.is_dir() or any(self.final.iterdir())):
+            raise RecipeError(
+                f"output_dir: '{self.final}' already exists and is not empty; choose a new output_dir "
+                "(or delete the old run)."
+            )
+        if resume and resume is not True:
+            if not Path(str(resume)).is_dir():
+                raise RecipeError(f"training.resume_from_checkpoint: checkpoint '{resume}' does not exist.")
+        elif resume:
+            if not self.last_checkpoint():
+                raise RecipeError(
+                    f"training.resume_from_checkpoint: no checkpoint to resume in '{self.checkpoints}'; "
+                    "checkpoints are written every training.save_steps steps."
+                )
+        elif self.work.exists() and any(self.work.iterdir()):
+            raise RecipeError(
+                f"output_dir: an interrupted run is in '{self.work}'; set training.resume_from_checkpoint=true to "
+                "continue it, or delete that directory to start over."
+            )
+
+    def last_checkpoint(self) -> Path | None:
+        if not self.checkpoints.is_dir():
+            return None
+        found = [p for p in self.checkpoints.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+        return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+    def start(self, resolved_recipe: str) -> None:
+        self.work.mkdir(parents=True, exist_ok=True)
+        write_text(self.work / "recipe.yaml", resolved_recipe)
+
+    def finish(self, metrics: dict[str, Any], manifest: dict[str, Any]) -> None:
+        write_json(self.work / "metrics.json", metrics)
+        write_json(self.work / "manifest.json", manifest)
+        if self.final.is_dir():  # empty (checked at start); os.replace needs it gone
+            self.final.rmdir()
+        os.replace(self.work, self.final)
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write via a temporary file and rename, so a reader never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def manifest(recipe_source: str | None, data_fingerprints: dict[str, Any], started: float) -> dict[str, Any]:
+    """What is needed to reproduce or audit the run: versions, data fingerprints, code commit, command line."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "recipe": recipe_source,
+        "command": sys.argv,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": versions,
+        "data": data_fingerprints,
+        "git": _git_state(),
+    }
+
+
+def _git_state() -> dict[str, Any] | None:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        if commit.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, timeout=5)
+        return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return None

@@ -1,0 +1,74 @@
+"""The one code path every run takes: `llmkit train`, `make finetune-lora` and `llmkit.Trainer(recipe).train()`.
+
+recipe → run directory → model (resolved, family checked) → task runner (data → method → trainer) → outputs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from llmkit import models, outputs
+from llmkit.errors import RecipeError, first_line
+from llmkit.job import Job, say, set_verbosity
+from llmkit.outputs import RunDir
+from llmkit.recipe import Recipe
+from llmkit.tasks import runner
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a finished run produced: its directory, the metrics written to `metrics.json`, and — for notebooks —
+    the trained model and tokenizer still in memory."""
+
+    output_dir: Path
+    metrics: dict[str, Any]
+    model: Any = None
+    tokenizer: Any = None
+
+
+class Trainer:
+    """Train one recipe. `Trainer(Recipe.from_yaml("r.yaml")).train()` is exactly what `llmkit train r.yaml` does."""
+
+    def __init__(self, recipe: Recipe, source: str | None = None):
+        self.recipe = recipe
+        self.source = source
+
+    def train(self) -> RunResult:
+        return train(self.recipe, self.source)
+
+
+def train(recipe: Recipe, source: str | None = None) -> RunResult:
+    started = time.time()
+    set_verbosity()
+    run = RunDir.for_output(recipe.output_dir)
+    run.check(recipe.training.resume_from_checkpoint)
+
+    ref = recipe.model_ref()
+    base = models.resolve_base(recipe.model, ref)
+    problems = recipe.compatibility_problems(ref=replace(ref, model_type=base.model_type))
+    if problems:
+        raise RecipeError(problems, source)
+    job = Job(recipe=recipe, run=run, base=base)
+    try:  # peft / bitsandbytes configs check themselves here, before any weights load
+        recipe.method.upstream_config(job.method_context())
+    except (ValueError, TypeError) as exc:
+        raise RecipeError(f"method: {first_line(exc)}", source) from None
+
+    fresh = not run.work.exists()
+    run.start(recipe.to_yaml())
+    say(f"task {recipe.task} · {base.family} ({base.model_type}) · method {recipe.method.name} · {run.work}")
+    try:
+        metrics = runner(recipe.task)(job)
+    except BaseException:
+        if fresh and run.last_checkpoint() is None:  # nothing worth resuming: leave no trace of the failed run
+            shutil.rmtree(run.work, ignore_errors=True)
+        raise
+    metrics.update(job.resource_metrics())
+    metrics["wall_time_s"] = round(time.time() - started, 2)
+    run.finish(metrics, outputs.manifest(source, job.fingerprints, started))
+    say(f"done: {run.final}")
+    return RunResult(run.final, metrics, job.trained_model, job.trained_tokenizer)

@@ -1,0 +1,87 @@
+"""Shared fixtures: offline always, tiny models of each family saved once per session, recipe helpers."""
+
+from __future__ import annotations
+
+import os
+
+# Before anything imports huggingface_hub: a hidden download must fail loudly, not hang for 50 s.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+INSTRUCTIONS = REPO / "data" / "instruction-data.json"
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp_cwd(tmp_path, monkeypatch):
+    """Every test runs in its own empty directory, so relative output_dirs never touch the repo."""
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory):
+    """family → directory of a saved tiny random model with its tokenizer."""
+    from llmkit.testing import save_tiny
+
+    root = tmp_path_factory.mktemp("tiny")
+    return {fam: save_tiny(fam, root / fam) for fam in ("llama", "gpt2", "bert", "t5")}
+
+
+@pytest.fixture(scope="session")
+def instructions_small(tmp_path_factory) -> Path:
+    """80 real instruction rows, short enough for tiny-model runs."""
+    rows = [r for r in json.loads(INSTRUCTIONS.read_text()) if len(r["output"]) < 120][:80]
+    path = tmp_path_factory.mktemp("data") / "instructions.json"
+    path.write_text(json.dumps(rows))
+    return path
+
+
+def write_recipe(directory: Path, recipe: dict, name: str = "recipe.yaml") -> Path:
+    path = Path(directory) / name
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+def sft_recipe(model_dir: Path, data: Path, output_dir: Path, **overrides) -> dict:
+    """A small SFT recipe for tiny models; keyword arguments replace whole sections."""
+    recipe = {
+        "task": "sft",
+        "model": {"name": str(model_dir)},
+        "data": {"train": str(data), "format": "alpaca", "max_length": 192, "validation_split": 0.2},
+        "method": {"name": "lora", "r": 8, "alpha": 16, "target_modules": "all-linear"},
+        "training": {
+            "max_steps": 20,
+            "per_device_train_batch_size": 4,
+            "learning_rate": 1e-2,
+            "logging_steps": 4,
+            "save_strategy": "no",
+            "seed": 0,
+        },
+        "output_dir": str(output_dir),
+    }
+    recipe.update(overrides)
+    return recipe
+
+
+def run_cli(*argv: str) -> tuple[int, str, str]:
+    """Run `llmkit ARGV` in-process through the real entry point; returns (exit code, stdout, stderr)."""
+    from llmkit.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(argv))
+        except SystemExit as exc:  # argparse errors
+            code = exc.code if isinstance(exc.code, int) else 1
+    return code, out.getvalue(), err.getvalue()
