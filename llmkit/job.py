@@ -7,6 +7,7 @@ class to inherit from.
 from __future__ import annotations
 
 import json
+import math
 import resource
 import sys
 import warnings
@@ -61,6 +62,7 @@ class Job:
     head_kwargs: dict[str, Any] = field(default_factory=dict)  # what from_pretrained needs to rebuild the head
     trained_model: Any = None
     trained_tokenizer: Any = None
+    callbacks: list[Any] = field(default_factory=list)  # the method's TrainerCallbacks; runners pass them on
 
     @property
     def head(self) -> str:
@@ -85,6 +87,15 @@ class Job:
         except (ValueError, TypeError) as exc:
             raise RecipeError(f"training: {first_line(exc)}") from None
 
+    def plan_steps(self, n_examples: int, args: TrainingArguments) -> int:
+        """Optimizer steps the run will take; methods with schedules (AdaLoRA) need it before the model is built."""
+        if args.max_steps and args.max_steps > 0:
+            self.total_steps = args.max_steps
+        else:
+            per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * max(1, args.world_size)
+            self.total_steps = max(1, math.ceil(math.ceil(n_examples / per_step) * args.num_train_epochs))
+        return self.total_steps
+
     def method_context(self, head: str | None = None) -> MethodContext:
         return MethodContext(
             family=self.base.family,
@@ -100,13 +111,16 @@ class Job:
         self.head_kwargs = load_kwargs
         # New weights (a task head, LoRA matrices) draw from the global RNG: seed it so a recipe is reproducible.
         transformers.set_seed(self.recipe.training.seed if self.recipe.training.seed is not None else 42)
-        model = models.load_model(self.base, head, tokenizer, **load_kwargs)
+        ctx = self.method_context(head)
+        method = self.recipe.method
+        model = models.load_model(self.base, head, tokenizer, **load_kwargs, **method.load_kwargs(ctx))
         if self.recipe.training.gradient_checkpointing:
             model.config.use_cache = False
         try:
-            model = self.recipe.method.apply(model, self.method_context(head))
+            model = method.apply(model, ctx)
         except ValueError as exc:  # peft's checks (e.g. target modules not found) are config errors
             raise RecipeError(f"method: {first_line(exc)}") from None
+        self.callbacks = method.callbacks(model, ctx)
         self.params = models.count_parameters(model)
         trainable, total = self.params
         say(f"{self.recipe.method.name}: {trainable:,} of {total:,} parameters train ({100 * trainable / total:.2f}%)")

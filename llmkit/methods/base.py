@@ -47,9 +47,17 @@ class MethodConfig(BaseModel):
         checks fail before any weights load. None for methods with no upstream config."""
         return None
 
+    def load_kwargs(self, ctx: MethodContext) -> dict[str, Any]:
+        """Extra `from_pretrained` arguments the method needs when the base loads (e.g. a 4-bit quantization_config)."""
+        return {}
+
     def apply(self, model: Any, ctx: MethodContext) -> Any:
         """Return the model ready to train: frozen where the method freezes, wrapped where it wraps."""
         raise NotImplementedError
+
+    def callbacks(self, model: Any, ctx: MethodContext) -> list[Any]:
+        """TrainerCallbacks the method needs during training (e.g. AdaLoRA's rank reallocation every step)."""
+        return []
 
     saves_full_model: ClassVar[bool] = False  # True: the run directory holds the whole model, not an adapter
 

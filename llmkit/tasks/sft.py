@@ -61,6 +61,7 @@ def run(job: Job) -> dict[str, Any]:
         say(f"packed into {len(train)} rows of up to {data.max_length} tokens")
 
     args = job.training_args()
+    job.plan_steps(len(train), args)
     trainer = Trainer(
         model=job.model(tokenizer),
         args=args,
@@ -68,6 +69,7 @@ def run(job: Job) -> dict[str, Any]:
         eval_dataset=held_out or None,
         data_collator=Collator(tokenizer.pad_token_id),
         processing_class=tokenizer,
+        callbacks=job.callbacks,
     )
     metrics: dict[str, Any] = {}
     if held_out:
