@@ -8,23 +8,26 @@ built — and tested — here either way.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from transformers import PreTrainedTokenizerBase, Trainer
 
 from llmkit.data.collate import Collator, pack
 from llmkit.data.load import load_splits
-from llmkit.data.sft import build_examples
+from llmkit.data.sft import build_examples, prompt_ids
+from llmkit.data.sources import Rows
 from llmkit.errors import DataError
+from llmkit.generation import configure, generate
 from llmkit.job import Job, Prepared, say
-from llmkit.models import stop_token_ids
+from llmkit.metrics import evaluate_split
+from llmkit.models import Trained, stop_token_ids
+from llmkit.recipe import Recipe
 
 
-def prepare(job: Job, tokenizer: PreTrainedTokenizerBase) -> Prepared:
-    """Rows → tokenised examples with prompt tokens masked; shared by `run` and `llmkit inspect-data`."""
+def _options(job: Job, tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
     data = job.recipe.data
-    train_rows, eval_rows = load_splits(data)
-    options = dict(
+    return dict(
         fmt=data.format,
         tokenizer=tokenizer,
         template=data.template,
@@ -33,6 +36,13 @@ def prepare(job: Job, tokenizer: PreTrainedTokenizerBase) -> Prepared:
         overlong=data.overlong,
         stop_ids=stop_token_ids(job.base, tokenizer),
     )
+
+
+def prepare(job: Job, tokenizer: PreTrainedTokenizerBase) -> Prepared:
+    """Rows → tokenised examples with prompt tokens masked; shared by `run` and `llmkit inspect-data`."""
+    data = job.recipe.data
+    train_rows, eval_rows = load_splits(data)
+    options = _options(job, tokenizer)
     train, train_where, stats = build_examples(train_rows.rows, train_rows.where, **options)
     say(f"train: {stats.summary(train_rows.name)}")
     if not train:
@@ -81,3 +91,30 @@ def run(job: Job) -> dict[str, Any]:
         say(f"held-out loss after training:  {metrics['eval_loss']:.4f} (before: {metrics['eval_loss_before']:.4f})")
     job.save(trainer.model, tokenizer)
     return metrics
+
+
+# ---------------------------------------------------------------- llmkit eval / llmkit predict / llmkit generate
+
+
+def evaluate(job: Job, trained: Trained, rows: Rows, prefix: str) -> dict[str, float]:
+    """Loss (response tokens only, as in training) and perplexity on `rows` (`llmkit eval`)."""
+    examples, _, stats = build_examples(rows.rows, rows.where, **_options(job, trained.tokenizer))
+    say(f"{prefix}: {stats.summary(rows.name)}")
+    trainer = Trainer(
+        model=trained.model,
+        args=job.training_args(),
+        data_collator=Collator(trained.tokenizer.pad_token_id),
+        processing_class=trained.tokenizer,
+    )
+    metrics = evaluate_split(trainer, examples, prefix)
+    metrics[f"{prefix}_perplexity"] = math.exp(metrics[f"{prefix}_loss"])
+    return metrics
+
+
+def predict(recipe: Recipe, trained: Trained, rows: list[dict[str, Any]], origins: list[str]) -> list[dict[str, Any]]:
+    """The model's response to each row's prompt, rendered with the template the run was trained with."""
+    data, tokenizer = recipe.data, trained.tokenizer
+    options = dict(fmt=data.format, tokenizer=tokenizer, template=data.template, system_prompt=data.system_prompt)
+    prompts = prompt_ids(rows, **options)
+    configure(trained.model, recipe.generation, tokenizer)
+    return [{"generation": text} for text in generate(trained.model, tokenizer, prompts, len(prompts))]
