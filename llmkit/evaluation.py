@@ -21,6 +21,8 @@ from llmkit.outputs import RunDir, write_json
 from llmkit.recipe import Recipe
 from llmkit.tasks import task_function
 
+EVAL_ONLY = {"eval_strategy": "no", "save_strategy": "no", "load_best_model_at_end": False, "eval_steps": None}
+
 # The metric prefix of each split: validation matches the `eval_*` names in a run's metrics.json.
 PREFIX = {"train": "train", "validation": "eval", "test": "test"}
 
@@ -38,9 +40,12 @@ class Checkpoint:
         return trained
 
     def job(self, recipe: Recipe, scratch: str) -> Job:
-        """A Job for the task's evaluate/predict functions; its run directory is scratch space, never the user's."""
+        """A Job for the task's `evaluate`: the recipe's training settings minus those of a training loop (an
+        eval-only Trainer refuses eval_strategy without a training eval set), in a scratch run directory."""
+        training = recipe.training.model_copy(update=EVAL_ONLY)
         base = ResolvedModel(str(self.run_dir), self.info["model_type"], self.info["family"], recipe.model)
-        return Job(recipe=recipe, run=RunDir.for_output(scratch), base=base)
+        job_recipe = recipe.model_copy(update={"training": training})
+        return Job(recipe=job_recipe, run=RunDir.for_output(scratch), base=base)
 
 
 def _cuda() -> bool:

@@ -90,25 +90,24 @@ def iter_rows(path: str | Path) -> Iterator[tuple[dict[str, Any], str]]:
         rows = _read_file(path)
         yield from zip(rows.rows, rows.where, strict=True)
         return
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        lines = _decoded(handle, path)
-        yield from LINE_READERS[kind](path, lines, kind)
+    with path.open("rb") as handle:
+        yield from LINE_READERS[kind](path, _decoded(handle, path), kind)
 
 
-def _decoded(handle: Iterable[str], path: Path) -> Iterator[str]:
-    lineno = 0
-    try:
-        for lineno, line in enumerate(handle, start=1):  # noqa: B007 - lineno is read after the loop
-            yield line
-    except UnicodeDecodeError:
-        raise DataError("is not valid UTF-8 text", f"{path}:{lineno + 1}") from None
+def _decoded(handle: Iterable[bytes], path: Path) -> Iterator[str]:
+    """Lines decoded one by one, so a bad byte is reported on its own line."""
+    for lineno, raw in enumerate(handle, start=1):
+        try:
+            yield raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+        except UnicodeDecodeError:
+            raise DataError("is not valid UTF-8 text", f"{path}:{lineno}") from None
 
 
 def _starts_with_bracket(path: Path) -> bool:
-    with path.open(encoding="utf-8-sig") as handle:
+    with path.open("rb") as handle:
         for line in handle:
             if line.strip():
-                return line.lstrip().startswith("[")
+                return line.lstrip(b"\xef\xbb\xbf \t").startswith(b"[")
     return False
 
 
