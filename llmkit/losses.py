@@ -24,13 +24,19 @@ def summed_cross_entropy(
     labels: torch.Tensor,
     num_items_in_batch: torch.Tensor | int | None = None,
     weight: torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
 ) -> torch.Tensor:
-    """Sum of (optionally class-weighted) cross-entropy over items that are not -100, divided by the number of such
-    items in the whole accumulated batch (`num_items_in_batch`), or in this batch when evaluating."""
+    """Sum of (optionally class-weighted, label-smoothed) cross-entropy over items that are not -100, divided by the
+    number of such items in the whole accumulated batch (`num_items_in_batch`), or in this batch when evaluating."""
     logits = logits.float()
     labels = labels.to(logits.device)
     total = F.cross_entropy(
-        logits.reshape(-1, logits.size(-1)), labels.reshape(-1), weight=weight, ignore_index=IGNORE, reduction="sum"
+        logits.reshape(-1, logits.size(-1)),
+        labels.reshape(-1),
+        weight=weight,
+        ignore_index=IGNORE,
+        reduction="sum",
+        label_smoothing=label_smoothing,
     )
     count = num_items_in_batch if num_items_in_batch is not None else (labels != IGNORE).sum()
     if torch.is_tensor(count):
@@ -38,16 +44,20 @@ def summed_cross_entropy(
     return total / count
 
 
-def batch_loss(class_weights: Sequence[float] | None = None) -> Callable[..., torch.Tensor]:
+def batch_loss(
+    class_weights: Sequence[float] | None = None, label_smoothing: float = 0.0
+) -> Callable[..., torch.Tensor]:
     """A `compute_loss_func(outputs, labels, num_items_in_batch)` for classifiers and encoder-decoders;
-    `class_weights[i]` scales the loss of examples labelled i while training."""
+    `class_weights[i]` scales the loss of examples labelled i while training. `label_smoothing` is the recipe's
+    `training.label_smoothing_factor`, which Trainer applies only when no `compute_loss_func` is given."""
     weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
 
     def loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: torch.Tensor | int | None = None) -> torch.Tensor:
         logits = outputs["logits"]
-        # Weights shape the training gradient only; evaluation (run without gradients) reports the plain
-        # cross-entropy, so eval_loss compares across balance settings.
-        w = weight.to(logits.device) if weight is not None and torch.is_grad_enabled() else None
-        return summed_cross_entropy(logits, labels, num_items_in_batch, w)
+        # Weights and smoothing shape the training gradient only; evaluation (run without gradients) reports the
+        # plain cross-entropy, so eval_loss compares across settings.
+        training = torch.is_grad_enabled()
+        w = weight.to(logits.device) if weight is not None and training else None
+        return summed_cross_entropy(logits, labels, num_items_in_batch, w, label_smoothing if training else 0.0)
 
     return loss

@@ -52,7 +52,7 @@ def test_generate_predict_and_eval_on_a_gpt2_sft_run(tiny_dirs, instructions_sma
     recipe = sft_recipe(tiny_dirs["gpt2"], instructions_small, tmp_path / "run", method="full")
     recipe["data"]["template"] = "alpaca"
     recipe["generation"] = {"max_new_tokens": 5}
-    recipe["training"]["max_steps"] = 5
+    recipe["training"].update(max_steps=5, save_strategy="steps", save_steps=5)
     path = write_recipe(tmp_path, recipe)
     result = llmkit.Trainer(Recipe.from_yaml(path)).train()
 
@@ -76,6 +76,11 @@ def test_generate_predict_and_eval_on_a_gpt2_sft_run(tiny_dirs, instructions_sma
     report = json.loads(stdout)
     assert report["eval_loss"] == pytest.approx(result.metrics["eval_loss"], rel=1e-5)
     assert report["eval_perplexity"] == pytest.approx(2.718281828 ** report["eval_loss"], rel=1e-6)
+    checkpoint = result.output_dir / "checkpoints" / "checkpoint-5"  # the last step: the same weights
+    code, stdout, stderr = run_cli("eval", str(path), "--checkpoint", str(checkpoint))
+    assert code == 0, stderr
+    assert json.loads(stdout)["eval_loss"] == pytest.approx(report["eval_loss"], rel=1e-5)
+    assert (checkpoint / "eval-validation.json").is_file()
 
 
 def test_generate_refuses_a_classification_run_and_a_bad_directory(tmp_path):

@@ -49,6 +49,8 @@ def test_summed_cross_entropy_is_a_mean_over_the_accumulated_batch():
     per_item = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
     expected = sum(weight[y] * per_item[i] for i, y in enumerate(labels.tolist()) if y != -100) / 5
     assert summed_cross_entropy(logits, labels, weight=weight) == pytest.approx(expected.item())
+    smoothed = torch.nn.functional.cross_entropy(logits, labels, label_smoothing=0.1)
+    assert summed_cross_entropy(logits, labels, label_smoothing=0.1) == pytest.approx(smoothed.item())
 
 
 def _rows(labels: list, name: str = "d.jsonl") -> Rows:
@@ -187,3 +189,37 @@ def test_generation_settings_are_checked(tmp_path):
     recipe = _recipe(tmp_path, model_type="t5", task="seq2seq", generation={"temperature": 0.7})
     recipe["data"]["format"] = "seq2seq"
     assert "generation: temperature only applies when sampling; set do_sample: true" in _error(tmp_path, recipe)
+
+
+def test_validate_a_classification_recipe_without_torch(tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(_recipe(tmp_path, classification={"balance": "class_weights"})))
+    code = (
+        "import sys; from llmkit.cli import main; rc = main(['validate', sys.argv[1]]); "
+        "assert 'torch' not in sys.modules, 'validate imported torch'; sys.exit(rc)"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_inspect_data_shows_a_label_or_a_target(tiny_dirs, tmp_path):
+    from conftest import run_cli, write_recipe
+
+    data = tmp_path / "toy.jsonl"
+    data.write_text('{"text": "good day", "label": "pos"}\n{"text": "bad day", "label": "neg"}\n')
+    recipe = _recipe(tmp_path, model={"name": str(tiny_dirs["bert"])})
+    recipe["data"] = {"train": str(data), "format": "classification", "validation_split": 0}
+    code, stdout, stderr = run_cli("inspect-data", str(write_recipe(tmp_path, recipe)), "--index", "1")
+    assert code == 0, stderr
+    assert "[CLS]bad day[SEP]" in stdout and "labels: 0" in stdout  # neg sorts first: id 0
+    data.write_text('{"source": "a long text", "target": "short"}\n')
+    recipe = _recipe(tmp_path, task="seq2seq", model={"name": str(tiny_dirs["t5"])})
+    recipe["data"] = {"train": str(data), "format": "seq2seq", "source_prefix": "summarize: ", "validation_split": 0}
+    code, stdout, stderr = run_cli("inspect-data", str(write_recipe(tmp_path, recipe)))
+    assert code == 0, stderr
+    assert "summarize: a long text</s>" in stdout and "target (5 tokens):\nshort</s>" in stdout

@@ -106,7 +106,7 @@ def run(job: Job) -> dict[str, Any]:
         args=args,
         train_dataset=train,
         eval_dataset=prepared.held_out or None,
-        compute_loss_func=batch_loss(class_weights),
+        compute_loss_func=batch_loss(class_weights, args.label_smoothing_factor),
         callbacks=job.callbacks,
     )
     metrics = train_and_score(job, trainer, bool(prepared.held_out), test, HEADLINE)

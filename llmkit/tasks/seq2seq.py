@@ -59,7 +59,7 @@ def _trainer(job: Job, model: Any, tokenizer: Any, **kwargs: Any) -> Seq2SeqTrai
         data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=IGNORE),
         processing_class=tokenizer,
         compute_metrics=compute_rouge(tokenizer, ExtraMetrics(job.recipe.evaluation.extra_metrics)),
-        compute_loss_func=batch_loss(),
+        compute_loss_func=batch_loss(label_smoothing=kwargs["args"].label_smoothing_factor),
         **kwargs,
     )
 
