@@ -63,8 +63,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Like parse_args, but key=value overrides may also follow the options (`eval r.yaml --checkpoint d k=v`)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     # bitsandbytes warns at import, on CPUs without an optional hub kernel, about a fallback it then uses correctly.
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     try:

@@ -16,6 +16,7 @@ from typing import Any
 from llmkit.data.load import load_split
 from llmkit.errors import LlmkitError, RecipeError
 from llmkit.job import LLMKIT_META, Job, say, set_verbosity
+from llmkit.metrics import ExtraMetrics
 from llmkit.models import ResolvedModel, Trained, load_trained
 from llmkit.outputs import RunDir, write_json
 from llmkit.recipe import Recipe
@@ -88,7 +89,9 @@ def evaluate_checkpoint(
     set_verbosity()
     found = find_checkpoint(checkpoint, recipe.task)
     split = split or ("test" if recipe.data.test is not None else "validation")
-    rows = load_split(recipe.data, split)  # bad data fails here, before the model loads
+    rows = load_split(recipe.data, split)  # bad data and unloadable metrics fail here, before the model loads
+    if recipe.evaluation is not None:
+        ExtraMetrics(recipe.evaluation.extra_metrics)
     target = Path(output) if output else Path(checkpoint) / f"eval-{split}.json"
     if not target.parent.is_dir():
         raise LlmkitError(f"--output: the directory '{target.parent}' does not exist.")

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -48,31 +49,34 @@ class ExtraMetrics:
     metric that cannot be fetched (offline) fails the run at once, with the reason."""
 
     def __init__(self, names: Sequence[str]):
-        self.modules: list[tuple[str, Any]] = []
-        if not names:
-            return
-        import evaluate
-
-        for name in names:
-            try:
-                self.modules.append((name, evaluate.load(name)))
-            except Exception as exc:  # evaluate raises many types for a metric it cannot fetch or build
-                raise RecipeError(
-                    f"evaluation.extra_metrics: cannot load '{name}' with evaluate ({first_line(exc)}); hub metrics "
-                    "need the hub (unset HF_HUB_OFFLINE), or give a local metric script path, or remove it."
-                ) from None
+        self.modules = [(name, _load_metric(name)) for name in names]
 
     def scores(self, predictions: Sequence[Any], references: Sequence[Any]) -> dict[str, float]:
         out: dict[str, float] = {}
-        for name, module in self.modules:
+        for source, module in self.modules:
             try:
                 result = module.compute(predictions=list(predictions), references=list(references))
             except Exception as exc:  # a metric that does not fit the task's outputs
-                raise LlmkitError(f"evaluation.extra_metrics: '{name}' failed: {first_line(exc)}") from None
+                raise LlmkitError(f"evaluation.extra_metrics: '{source}' failed: {first_line(exc)}") from None
+            name = module.name  # 'sacrebleu' for a hub metric, the script's name for a local one
             for key, value in (result or {}).items():
                 if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
                     out[key if key == name else f"{name}_{key}"] = float(value)
         return out
+
+
+@cache
+def _load_metric(name: str) -> Any:
+    """One `evaluate` module per name and process: a run checks its metrics at start and uses them at each eval."""
+    import evaluate
+
+    try:
+        return evaluate.load(name)
+    except Exception as exc:  # evaluate raises many types for a metric it cannot fetch or build
+        raise RecipeError(
+            f"evaluation.extra_metrics: cannot load '{name}' with evaluate ({first_line(exc)}); hub metrics need the "
+            "hub (unset HF_HUB_OFFLINE), or give a local metric script path, or remove it."
+        ) from None
 
 
 def evaluate_split(trainer: Any, dataset: Any = None, prefix: str = "eval") -> dict[str, float]:

@@ -193,6 +193,37 @@ def test_gradient_accumulation_matches_a_bigger_batch(tiny_dirs, splits, tmp_pat
     assert runs[4].metrics["train_loss"] == pytest.approx(runs[1].metrics["train_loss"], rel=1e-5)
 
 
+EXACT_METRIC = """
+import datasets
+import evaluate
+
+
+class Exact(evaluate.Metric):
+    def _info(self):
+        features = datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")})
+        return evaluate.MetricInfo(description="share of exact matches", citation="", features=features)
+
+    def _compute(self, predictions, references):
+        return {"exact": sum(p == r for p, r in zip(predictions, references)) / len(predictions), "note": "text"}
+"""
+
+
+def test_extra_evaluate_metrics_from_a_local_script_and_offline_hub_names(trained, tmp_path):
+    result, recipe = trained["bert"]
+    script = tmp_path / "exact" / "exact.py"
+    script.parent.mkdir()
+    script.write_text(EXACT_METRIC)
+    code, stdout, stderr = run_cli("eval", str(recipe), "--checkpoint", str(result.output_dir), "--output",
+                                   str(tmp_path / "e.json"), f"evaluation.extra_metrics=[{script}]")  # fmt: skip
+    assert code == 0, stderr
+    report = json.loads(stdout)
+    assert report["test_exact"] == report["test_accuracy"] == 1.0 and "test_exact_note" not in report
+    code, _, stderr = run_cli("eval", str(recipe), "--checkpoint", str(result.output_dir), "--output",
+                              str(tmp_path / "f.json"), "evaluation.extra_metrics=[accuracy]")  # fmt: skip
+    assert code == 2 and "Traceback" not in stderr and not (tmp_path / "f.json").exists()
+    assert "evaluation.extra_metrics: cannot load 'accuracy' with evaluate (" in stderr and "HF_HUB_OFFLINE" in stderr
+
+
 # ---------------------------------------------------------------- bad input: one sentence, non-zero, nothing written
 
 
