@@ -11,6 +11,7 @@ import math
 import resource
 import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,8 @@ import transformers
 from transformers import PreTrainedTokenizerBase, TrainingArguments
 
 from llmkit import models
-from llmkit.errors import RecipeError, first_line
+from llmkit.data.sources import Rows
+from llmkit.errors import DataError, RecipeError, first_line
 from llmkit.methods import MethodContext
 from llmkit.outputs import RunDir
 from llmkit.recipe import Recipe
@@ -49,6 +51,23 @@ class Prepared:
     held_out: list[dict[str, Any]] | None = None
     held_out_where: list[str] | None = None
     fingerprints: dict[str, Any] = field(default_factory=dict)
+
+
+def prepare_examples(
+    train_rows: Rows, held_out_rows: Rows | None, encode: Callable[[Rows], tuple[list, list[str], Any]], empty: str
+) -> Prepared:
+    """Encode the training and held-out rows with the task's `encode(rows) -> (examples, where, stats)`, saying what
+    happened to each split. No training example left is an error; `empty` says why and what to change."""
+    train, where, stats = encode(train_rows)
+    say(f"train: {stats.summary(train_rows.name)}")
+    if not train:
+        raise DataError(f"no training examples are left {empty}", train_rows.name)
+    prepared = Prepared(train, where, fingerprints={"train": train_rows.describe()})
+    if held_out_rows is not None:
+        prepared.held_out, prepared.held_out_where, stats = encode(held_out_rows)
+        prepared.fingerprints["validation"] = held_out_rows.describe()
+        say(f"held-out: {stats.summary(held_out_rows.name)}")
+    return prepared
 
 
 @dataclass

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 from conftest import run_cli, write_recipe
-from toy import copy_rows, seq2seq_recipe, write_jsonl, write_splits
+from toy import accumulation_pair, copy_rows, seq2seq_recipe, write_jsonl, write_splits
 
 import llmkit
 from llmkit import Recipe
@@ -90,17 +90,15 @@ def test_eval_predict_and_generate(trained, splits, tmp_path):
 def test_gradient_accumulation_matches_a_bigger_batch(tiny_dirs, splits, tmp_path):
     """T5 averages its token loss per micro-batch; llmkit's loss divides by the target tokens of the whole
     accumulated batch, so both runs take the same steps."""
-    runs = {}
-    for batch, accum in ((4, 1), (1, 4)):
-        recipe = seq2seq_recipe(tiny_dirs["t5"], splits, tmp_path / f"b{batch}")
-        recipe["data"]["validation_split"] = 0
-        del recipe["data"]["validation"]
-        recipe["training"].update(
-            per_device_train_batch_size=batch, gradient_accumulation_steps=accum, max_steps=3, optim="sgd",
-            learning_rate=0.5,
-        )  # fmt: skip
-        runs[batch] = llmkit.Trainer(Recipe.from_dict(recipe)).train()
-    a, b = runs[4].model.state_dict(), runs[1].model.state_dict()
+
+    def recipe(out):
+        r = seq2seq_recipe(tiny_dirs["t5"], splits, out)
+        del r["data"]["validation"]
+        r["data"]["validation_split"] = 0
+        return r
+
+    big, small = accumulation_pair(recipe, tmp_path)
+    a, b = big.model.state_dict(), small.model.state_dict()
     for name in a:
         assert torch.allclose(a[name], b[name], atol=1e-6), name
 

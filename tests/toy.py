@@ -102,3 +102,20 @@ def seq2seq_recipe(model_dir: Path, splits: dict[str, Path], output_dir: Path, *
     }
     recipe.update(overrides)
     return recipe
+
+
+def accumulation_pair(make_recipe, tmp_path: Path) -> tuple:
+    """Two runs that see the same examples per optimizer step — batch 4 × accumulation 1 and batch 1 × accumulation
+    4 — with plain SGD, under which a loss scaled wrongly for accumulation shows (Adam would hide most of it)."""
+    import llmkit
+    from llmkit import Recipe
+
+    runs = []
+    for batch, accum in ((4, 1), (1, 4)):
+        recipe = make_recipe(tmp_path / f"b{batch}")
+        recipe["training"].update(
+            per_device_train_batch_size=batch, gradient_accumulation_steps=accum, max_steps=3, optim="sgd",
+            learning_rate=0.5,
+        )  # fmt: skip
+        runs.append(llmkit.Trainer(Recipe.from_dict(recipe)).train())
+    return tuple(runs)

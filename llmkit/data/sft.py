@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from llmkit.data.tokens import TokenStats
 from llmkit.errors import DataError, RecipeError
 
 IGNORE = -100
@@ -33,28 +34,18 @@ Segment = tuple[str, bool]  # (text, trained?)
 
 
 @dataclass
-class SftStats:
-    rows: int = 0
-    kept: int = 0
-    dropped_overlong: int = 0
-    truncated: int = 0
+class SftStats(TokenStats):
     dropped_no_target: int = 0
     split_pieces: int = 0
-    tokens: int = 0
     target_tokens: int = 0
-    max_tokens: int = 0
     notes: list[str] = field(default_factory=list)
 
-    def summary(self, name: str) -> str:
-        parts = [f"{self.kept} examples from {self.rows} rows of {name}", f"{self.tokens} tokens"]
-        parts.append(f"{self.target_tokens} trained")
-        if self.dropped_overlong:
-            parts.append(f"{self.dropped_overlong} dropped as longer than max_length")
-        if self.truncated:
-            parts.append(f"{self.truncated} truncated")
+    def parts(self, name: str) -> list[str]:
+        parts = super().parts(name)
+        parts.insert(2, f"{self.target_tokens} trained")
         if self.dropped_no_target:
             parts.append(f"{self.dropped_no_target} dropped with no trainable token left")
-        return ", ".join(parts)
+        return parts
 
 
 def uses_chat_template(fmt: str, template: str, tokenizer: Any) -> bool:

@@ -1,5 +1,5 @@
-"""What classification and seq2seq tokenisation share: the `data.overlong` rule for one sequence, and the counts
-printed after tokenising a split."""
+"""What tokenising a split shares across tasks: the counts printed afterwards, the `data.overlong` rule for one
+sequence (classification, seq2seq), and the loop over rows."""
 
 from __future__ import annotations
 
@@ -26,13 +26,16 @@ class TokenStats:
         self.max_tokens = max(self.max_tokens, n_tokens)
 
     def summary(self, name: str) -> str:
+        return ", ".join(self.parts(name))
+
+    def parts(self, name: str) -> list[str]:
         parts = [f"{self.kept} examples from {self.rows} rows of {name}"]
         parts.append(f"{self.tokens} tokens (longest {self.max_tokens})")
         if self.dropped_overlong:
             parts.append(f"{self.dropped_overlong} dropped as longer than max_length")
         if self.truncated:
             parts.append(f"{self.truncated} truncated")
-        return ", ".join(parts)
+        return parts
 
 
 def fits(n_tokens: int, max_length: int, overlong: str, origin: str, key: str = "data.max_length") -> bool:

@@ -18,8 +18,7 @@ from llmkit.data.classification import Encoder, check_known, label_names, oversa
 from llmkit.data.load import load_source, load_splits
 from llmkit.data.sources import Rows
 from llmkit.data.tokens import TokenStats
-from llmkit.errors import DataError
-from llmkit.job import Job, Prepared, say
+from llmkit.job import Job, Prepared, prepare_examples, say
 from llmkit.losses import batch_loss
 from llmkit.metrics import ExtraMetrics, compute_classification, evaluate_split, train_and_score
 from llmkit.models import Trained
@@ -39,22 +38,16 @@ def encode_splits(job: Job, tokenizer: PreTrainedTokenizerBase) -> tuple[Prepare
     data = job.recipe.data
     train_rows, eval_rows = load_splits(data)
     names = label_names(train_rows, job.recipe.classification)
-    ids = {name: i for i, name in enumerate(names)}
-    enc = encoder(job.recipe, tokenizer)
-    train, train_where, stats = enc.examples(train_rows, ids)
-    say(f"train: {stats.summary(train_rows.name)}; labels {_counts(train, names)}")
-    if not train:
-        raise DataError(
-            f"no training examples are left (all longer than data.max_length={data.max_length}); raise max_length "
-            "or set data.overlong: truncate",
-            train_rows.name,
-        )
-    prepared = Prepared(train, train_where, fingerprints={"train": train_rows.describe()})
     if eval_rows is not None:
         check_known(eval_rows, names, UNSEEN)
-        prepared.held_out, prepared.held_out_where, stats = enc.examples(eval_rows, ids)
-        prepared.fingerprints["validation"] = eval_rows.describe()
-        say(f"held-out: {stats.summary(eval_rows.name)}")
+    ids = {name: i for i, name in enumerate(names)}
+    prepared = prepare_examples(
+        train_rows,
+        eval_rows,
+        lambda rows: encoder(job.recipe, tokenizer).examples(rows, ids),
+        f"(all longer than data.max_length={data.max_length}); raise max_length or set data.overlong: truncate",
+    )
+    say(f"training examples per label: {_counts(prepared.train, names)}")
     return prepared, names
 
 
@@ -87,7 +80,8 @@ def run(job: Job) -> dict[str, Any]:
 
     train, class_weights = prepared.train, None
     if section.balance == "oversample":
-        train, _ = oversample(train, prepared.train_where, recipe.training.seed or 42)
+        seed = recipe.training.seed if recipe.training.seed is not None else 42
+        train, _ = oversample(train, prepared.train_where, seed)
         say(f"oversampled the training set to {_counts(train, names)}")
     elif section.balance == "class_weights":
         from sklearn.utils.class_weight import compute_class_weight

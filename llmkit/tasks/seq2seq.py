@@ -14,9 +14,8 @@ from transformers import DataCollatorForSeq2Seq, PreTrainedTokenizerBase, Seq2Se
 from llmkit.data.load import load_source, load_splits
 from llmkit.data.seq2seq import Encoder
 from llmkit.data.sources import Rows
-from llmkit.errors import DataError
 from llmkit.generation import check_generation, configure, generate
-from llmkit.job import Job, Prepared, say
+from llmkit.job import Job, Prepared, prepare_examples, say
 from llmkit.losses import IGNORE, batch_loss
 from llmkit.metrics import ExtraMetrics, compute_rouge, evaluate_split, train_and_score
 from llmkit.models import Trained
@@ -29,21 +28,13 @@ def prepare(job: Job, tokenizer: PreTrainedTokenizerBase) -> Prepared:
     """Rows → {input_ids, labels}; shared by `run` and `llmkit inspect-data`."""
     data = job.recipe.data
     train_rows, eval_rows = load_splits(data)
-    enc = Encoder.for_data(tokenizer, data)
-    train, train_where, stats = enc.examples(train_rows)
-    say(f"train: {stats.summary(train_rows.name)}")
-    if not train:
-        raise DataError(
-            f"no training examples are left (all longer than data.max_length={data.max_length} or "
-            "data.max_target_length); raise them or set data.overlong: truncate",
-            train_rows.name,
-        )
-    prepared = Prepared(train, train_where, fingerprints={"train": train_rows.describe()})
-    if eval_rows is not None:
-        prepared.held_out, prepared.held_out_where, stats = enc.examples(eval_rows)
-        prepared.fingerprints["validation"] = eval_rows.describe()
-        say(f"held-out: {stats.summary(eval_rows.name)}")
-    return prepared
+    return prepare_examples(
+        train_rows,
+        eval_rows,
+        Encoder.for_data(tokenizer, data).examples,
+        f"(all longer than data.max_length={data.max_length} or data.max_target_length); raise them or set "
+        "data.overlong: truncate",
+    )
 
 
 def _args(job: Job) -> Seq2SeqTrainingArguments:

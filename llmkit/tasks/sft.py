@@ -17,9 +17,8 @@ from llmkit.data.collate import Collator, pack
 from llmkit.data.load import load_splits
 from llmkit.data.sft import build_examples, prompt_ids
 from llmkit.data.sources import Rows
-from llmkit.errors import DataError
 from llmkit.generation import configure, generate
-from llmkit.job import Job, Prepared, say
+from llmkit.job import Job, Prepared, prepare_examples, say
 from llmkit.metrics import evaluate_split
 from llmkit.models import Trained, stop_token_ids
 from llmkit.recipe import Recipe
@@ -43,20 +42,13 @@ def prepare(job: Job, tokenizer: PreTrainedTokenizerBase) -> Prepared:
     data = job.recipe.data
     train_rows, eval_rows = load_splits(data)
     options = _options(job, tokenizer)
-    train, train_where, stats = build_examples(train_rows.rows, train_rows.where, **options)
-    say(f"train: {stats.summary(train_rows.name)}")
-    if not train:
-        raise DataError(
-            f"no training examples are left after tokenising (all longer than data.max_length={data.max_length} "
-            "or without a trainable token); raise max_length or set data.overlong: truncate",
-            train_rows.name,
-        )
-    prepared = Prepared(train, train_where, fingerprints={"train": train_rows.describe()})
-    if eval_rows is not None:
-        prepared.held_out, prepared.held_out_where, stats = build_examples(eval_rows.rows, eval_rows.where, **options)
-        prepared.fingerprints["validation"] = eval_rows.describe()
-        say(f"held-out: {stats.summary(eval_rows.name)}")
-    return prepared
+    return prepare_examples(
+        train_rows,
+        eval_rows,
+        lambda rows: build_examples(rows.rows, rows.where, **options),
+        f"after tokenising (all longer than data.max_length={data.max_length} or without a trainable token); "
+        "raise max_length or set data.overlong: truncate",
+    )
 
 
 def run(job: Job) -> dict[str, Any]:
