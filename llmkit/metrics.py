@@ -16,6 +16,7 @@ from llmkit.errors import LlmkitError, RecipeError, first_line
 
 # Trainer.evaluate() also reports timings; they describe the machine, not the model.
 TIMING_SUFFIXES = ("_runtime", "_samples_per_second", "_steps_per_second", "_model_preparation_time")
+NOT_METRICS = ("epoch", "num_input_tokens_seen")  # training state that Trainer adds to evaluation results
 
 
 def classification_scores(predictions: Sequence[int], references: Sequence[int]) -> dict[str, float]:
@@ -82,7 +83,7 @@ def _load_metric(name: str) -> Any:
 def evaluate_split(trainer: Any, dataset: Any = None, prefix: str = "eval") -> dict[str, float]:
     """`trainer.evaluate` on a split, without the speed figures: the metrics that describe the model."""
     result = trainer.evaluate(dataset, metric_key_prefix=prefix)
-    return {k: v for k, v in result.items() if not k.endswith(TIMING_SUFFIXES) and k != "epoch"}
+    return {k: v for k, v in result.items() if not k.endswith(TIMING_SUFFIXES) and k not in NOT_METRICS}
 
 
 def compute_classification(extra: ExtraMetrics) -> Callable[[Any], dict[str, float]]:

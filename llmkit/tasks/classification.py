@@ -149,8 +149,8 @@ def predict(recipe: Recipe, trained: Trained, rows: list[dict[str, Any]], origin
     features = [enc.encode(row, origin, stats) for row, origin in zip(rows, origins, strict=True)]
     batch = DataCollatorWithPadding(trained.tokenizer)(features)
     batch = {k: v.to(trained.model.device) for k, v in batch.items()}
-    probabilities = trained.model(**batch).logits.float().softmax(-1).cpu().numpy().round(6)
+    probabilities = trained.model(**batch).logits.float().softmax(-1).cpu().tolist()
     return [
-        {"prediction": names[int(p.argmax())], "probabilities": dict(zip(names, p.tolist(), strict=True))}
+        {"prediction": names[p.index(max(p))], "probabilities": {n: round(q, 6) for n, q in zip(names, p, strict=True)}}
         for p in probabilities
     ]

@@ -41,16 +41,17 @@ def _args(job: Job) -> Seq2SeqTrainingArguments:
     return job.training_args(Seq2SeqTrainingArguments, predict_with_generate=True)
 
 
-def _trainer(job: Job, model: Any, tokenizer: Any, **kwargs: Any) -> Seq2SeqTrainer:
+def _trainer(job: Job, model: Any, tokenizer: Any, args: Seq2SeqTrainingArguments, **kwargs: Any) -> Seq2SeqTrainer:
     configure(model, job.recipe.generation, tokenizer)
     return Seq2SeqTrainer(
         model=model,
+        args=args,
         # With `model`, the collator builds decoder_input_ids from the labels, which llmkit's loss needs: the labels
         # go to the loss function, not to the model.
         data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=IGNORE),
         processing_class=tokenizer,
         compute_metrics=compute_rouge(tokenizer, ExtraMetrics(job.recipe.evaluation.extra_metrics)),
-        compute_loss_func=batch_loss(label_smoothing=kwargs["args"].label_smoothing_factor),
+        compute_loss_func=batch_loss(label_smoothing=args.label_smoothing_factor),
         **kwargs,
     )
 
@@ -69,7 +70,7 @@ def run(job: Job) -> dict[str, Any]:
         job,
         job.model(tokenizer),
         tokenizer,
-        args=args,
+        args,
         train_dataset=prepared.train,
         eval_dataset=prepared.held_out or None,
         callbacks=job.callbacks,
@@ -97,7 +98,7 @@ def evaluate(job: Job, trained: Trained, rows: Rows, prefix: str) -> dict[str, f
     """ROUGE of the trained model's generations, and its loss, on `rows` (`llmkit eval`)."""
     examples, _, stats = Encoder.for_data(trained.tokenizer, job.recipe.data).examples(rows)
     say(f"{prefix}: {stats.summary(rows.name)}")
-    return evaluate_split(_trainer(job, trained.model, trained.tokenizer, args=_args(job)), examples, prefix)
+    return evaluate_split(_trainer(job, trained.model, trained.tokenizer, _args(job)), examples, prefix)
 
 
 def predict(recipe: Recipe, trained: Trained, rows: list[dict[str, Any]], origins: list[str]) -> list[dict[str, Any]]:
