@@ -35,7 +35,7 @@ def test_t5_learns_and_rouge_is_computed_at_every_evaluation(trained):
     result, _ = trained
     m = result.metrics
     assert m["eval_loss"] < m["eval_loss_before"] - 1.0, m
-    assert m["eval_rouge1"] > m["eval_rouge1_before"] + 0.2, m
+    assert m["eval_rouge1"] > m["eval_rouge1_before"] + 0.1, m  # measured: 0.0 → 0.215
     for key in ("eval_rouge1", "eval_rouge2", "eval_rougeL"):
         assert 0.0 <= m[key] <= 1.0
     assert 0 < m["eval_gen_len"] <= 6  # generation.max_new_tokens
