@@ -7,6 +7,7 @@ traceback. Commands import torch only when they need it, so `--help` and `valida
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -43,11 +44,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index", type=int, default=0, help="which example (default 0)")
     p.add_argument("--split", choices=("train", "validation"), default="train")
     p.add_argument("--tokens", action="store_true", help="also list every token with its label")
+
+    p = sub.add_parser("eval", help="a trained model's task metrics on one split of the recipe's data, as JSON")
+    _recipe_args(p)
+    p.add_argument("--checkpoint", required=True, help="a finished run directory, or <run>/checkpoints/checkpoint-N")
+    p.add_argument("--split", choices=("train", "validation", "test"), help="default: test if the recipe has one")
+    p.add_argument("--output", help="JSON file to write (default: eval-<split>.json in the checkpoint directory)")
+
+    p = sub.add_parser("predict", help="labels or generations for every row of a file, as JSON lines")
+    _recipe_args(p)
+    p.add_argument("--checkpoint", required=True, help="a finished run directory, or <run>/checkpoints/checkpoint-N")
+    p.add_argument("--input", required=True, help="rows in the recipe's format (jsonl, csv, tsv, txt, json, parquet)")
+    p.add_argument("--output", required=True, help="JSON lines file to create: each input row plus its prediction")
+    p.add_argument("--batch-size", type=int, default=16, help="rows per forward pass (default 16)")
+
+    p = sub.add_parser("generate", help="generate text from a finished sft or seq2seq run, in its prompt template")
+    p.add_argument("run_dir", help="the run's output directory")
+    p.add_argument("--prompt", action="append", required=True, help="what to ask; repeat for several prompts")
+    p.add_argument("--max-new-tokens", type=int, help="override the run's generation.max_new_tokens")
     return parser
 
 
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Like parse_args, but key=value overrides may also follow the options (`eval r.yaml --checkpoint d k=v`)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     # bitsandbytes warns at import, on CPUs without an optional hub kernel, about a fallback it then uses correctly.
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     try:
@@ -101,7 +131,45 @@ def cmd_inspect_data(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "validate": cmd_validate, "explain": cmd_explain, "inspect-data": cmd_inspect_data}
+def cmd_eval(args: argparse.Namespace) -> int:
+    recipe = _load(args)
+    from llmkit.evaluation import evaluate_checkpoint
+
+    report, _ = evaluate_checkpoint(recipe, args.checkpoint, args.split, args.output)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    recipe = _load(args)
+    from llmkit.predict import predict_file
+
+    written = predict_file(recipe, args.checkpoint, args.input, args.output, args.batch_size)
+    print(f"{written} predictions: {args.output}")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from llmkit.predict import generate_from_run
+
+    texts = generate_from_run(args.run_dir, args.prompt, args.max_new_tokens)
+    if len(texts) == 1:
+        print(texts[0])
+    else:
+        for prompt, text in zip(args.prompt, texts, strict=True):
+            print(f"### {prompt}\n{text}\n")
+    return 0
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "validate": cmd_validate,
+    "explain": cmd_explain,
+    "inspect-data": cmd_inspect_data,
+    "eval": cmd_eval,
+    "predict": cmd_predict,
+    "generate": cmd_generate,
+}
 
 
 if __name__ == "__main__":

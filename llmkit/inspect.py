@@ -10,6 +10,7 @@ from llmkit.errors import LlmkitError
 from llmkit.job import Job
 from llmkit.outputs import RunDir
 from llmkit.recipe import Recipe
+from llmkit.tasks import TASKS
 
 TRAINED_OPEN, TRAINED_CLOSE = "⟦", "⟧"
 
@@ -26,14 +27,22 @@ def show_example(recipe: Recipe, index: int = 0, split: str = "train", tokens: b
     )
     if not 0 <= index < len(examples):
         raise LlmkitError(f"--index {index} is out of range: the {split} split has {len(examples)} examples.")
-    return render_example(examples[index], where[index], tokenizer, tokens)
+    return render_example(examples[index], where[index], tokenizer, tokens, head=TASKS[recipe.task].head)
 
 
-def render_example(example: dict[str, Any], where: str, tokenizer: Any, tokens: bool = False) -> str:
-    ids = [int(i) for i in example["input_ids"]]
+def render_example(
+    example: dict[str, Any], where: str, tokenizer: Any, tokens: bool = False, head: str = "causal_lm"
+) -> str:
+    """Causal LM examples show their label mask; a classifier's its label id; a seq2seq example its target."""
+    ids_in = example["input_ids"]
+    ids = [int(i) for i in ids_in]
     labels = example.get("labels")
     lines = [f"source: {where}", f"tokens: {len(ids)}"]
-    if labels is not None and getattr(labels, "shape", None) == getattr(example["input_ids"], "shape", None):
+    if head == "seq2seq_lm" and labels is not None:
+        target = [int(t) for t in labels if int(t) != -100]
+        lines += ["", tokenizer.decode(ids), "", f"target ({len(target)} tokens):", tokenizer.decode(target)]
+        return "\n".join(lines)
+    if head == "causal_lm" and labels is not None and getattr(labels, "shape", 0) == getattr(ids_in, "shape", 0):
         labels = [int(x) for x in labels]
         trained = sum(1 for x in labels[1:] if x != -100)
         lines.append(f"trained tokens: {trained} (marked {TRAINED_OPEN}…{TRAINED_CLOSE}; everything else is -100)")

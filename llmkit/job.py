@@ -12,6 +12,7 @@ import os
 import resource
 import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -23,8 +24,10 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, TrainingArguments
 
 from llmkit import models
-from llmkit.errors import RecipeError, first_line
+from llmkit.data.sources import Rows
+from llmkit.errors import DataError, RecipeError, first_line
 from llmkit.methods import MethodContext
+from llmkit.metrics import measurements
 from llmkit.outputs import RunDir
 from llmkit.recipe import Recipe
 from llmkit.tasks import TASKS
@@ -78,6 +81,23 @@ class Prepared:
     held_out: list[dict[str, Any]] | None = None
     held_out_where: list[str] | None = None
     fingerprints: dict[str, Any] = field(default_factory=dict)
+
+
+def prepare_examples(
+    train_rows: Rows, held_out_rows: Rows | None, encode: Callable[[Rows], tuple[list, list[str], Any]], empty: str
+) -> Prepared:
+    """Encode the training and held-out rows with the task's `encode(rows) -> (examples, where, stats)`, saying what
+    happened to each split. No training example left is an error; `empty` says why and what to change."""
+    train, where, stats = encode(train_rows)
+    say(f"train: {stats.summary(train_rows.name)}")
+    if not train:
+        raise DataError(f"no training examples are left {empty}", train_rows.name)
+    prepared = Prepared(train, where, fingerprints={"train": train_rows.describe()})
+    if held_out_rows is not None:
+        prepared.held_out, prepared.held_out_where, stats = encode(held_out_rows)
+        prepared.fingerprints["validation"] = held_out_rows.describe()
+        say(f"held-out: {stats.summary(held_out_rows.name)}")
+    return prepared
 
 
 @dataclass
@@ -181,8 +201,11 @@ class Job:
         }
         if start.evaluation is not None:
             suffix = "before" if start.step == 0 else "at_resume"
-            metrics.update({f"{k}_{suffix}": v for k, v in _eval_metrics(start.evaluation).items()})
-            after = _eval_metrics(trainer.evaluate())
+            metrics.update({f"{k}_{suffix}": v for k, v in measurements(start.evaluation).items()})
+            final = start.latest if start.latest_step == trainer.state.global_step else None
+            if final is None or trainer.args.load_best_model_at_end:  # the model changed since the last evaluation
+                final = trainer.evaluate()
+            after = measurements(final)
             metrics.update(after)
             say(f"held-out after training:  {_describe(after)}")
         if is_main_process():
@@ -223,27 +246,23 @@ class Job:
 
 class _StartOfTraining(transformers.TrainerCallback):
     """Tokens already seen when training (re)starts, so a resumed run's tokens/s counts only its own work, and the
-    evaluation `eval_on_start` runs before the first step."""
+    evaluation `eval_on_start` runs before the first step; the latest evaluation, so one that training ended on is
+    not run twice."""
 
     tokens = 0
     step = 0
     evaluation: dict[str, float] | None = None
+    latest: dict[str, float] | None = None
+    latest_step = -1
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.tokens, self.step = state.num_input_tokens_seen, state.global_step
 
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float], **kwargs: Any) -> None:
+        self.latest, self.latest_step = dict(metrics), state.global_step
         if self.evaluation is None and state.global_step == self.step:
             self.evaluation = dict(metrics)
-            say(f"held-out before training: {_describe(_eval_metrics(metrics))}")
-
-
-_EVAL_BOOKKEEPING = ("eval_runtime", "eval_samples_per_second", "eval_steps_per_second", "epoch")
-
-
-def _eval_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
-    """The measurements in an evaluation result, without its timing bookkeeping."""
-    return {k: v for k, v in metrics.items() if k.startswith("eval_") and k not in _EVAL_BOOKKEEPING}
+            say(f"held-out before training: {_describe(measurements(metrics))}")
 
 
 def _describe(metrics: dict[str, Any]) -> str:

@@ -135,7 +135,9 @@ def load_model(base: ResolvedModel, head: str, tokenizer: PreTrainedTokenizerBas
         )
     except OSError as exc:
         raise RecipeError(f"model.name: cannot load '{base.section.name}': {first_line(exc)}") from None
-    if model.config.pad_token_id is None:
+    if model.config.pad_token_id is None or head == "seq_cls":
+        # Decoder classifiers pool the last token that is not the config's pad id; if that id differs from the
+        # tokenizer's (a base config naming another pad), every padded row would be read at the wrong position.
         model.config.pad_token_id = tokenizer.pad_token_id
     if getattr(model, "generation_config", None) is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -158,9 +160,14 @@ class Trained:
     info: dict[str, Any]
 
 
-def load_trained(run_dir: str | os.PathLike[str], head_kwargs: dict[str, Any] | None = None) -> Trained:
+def load_trained(
+    run_dir: str | os.PathLike[str],
+    head_kwargs: dict[str, Any] | None = None,
+    weights: str | os.PathLike[str] | None = None,
+) -> Trained:
     """Reload what `llmkit train` wrote. Adapter runs load their base model again (from the hub, a directory, the
-    GGUF cache or a packaged model, as the recipe named it) and put the adapter on it."""
+    GGUF cache or a packaged model, as the recipe named it) and put the adapter on it. `weights`: one of the run's
+    trainer checkpoints (`<run>/checkpoints/checkpoint-N`) to load instead of the final weights."""
     import json
 
     from llmkit.families import resolve_model
@@ -174,10 +181,13 @@ def load_trained(run_dir: str | os.PathLike[str], head_kwargs: dict[str, Any] | 
     method = METHODS[info["method"]["name"]](**info["method"])
     tokenizer = AutoTokenizer.from_pretrained(run_dir)
     kwargs = {**info.get("head_kwargs", {}), **(head_kwargs or {})}
+    if "id2label" in kwargs:  # JSON made the ids strings; transformers keeps whatever keys it is given
+        kwargs["id2label"] = {int(i): name for i, name in kwargs["id2label"].items()}
+    weights = Path(weights) if weights is not None else run_dir
     if method.saves_full_model:
-        model = HEADS[info["head"]].from_pretrained(run_dir, **kwargs)
+        model = HEADS[info["head"]].from_pretrained(weights, **kwargs)
     else:
         section = ModelSection(**info["base_model"])
         base = resolve_base(section, resolve_model(section.name, section.gguf_file, section.revision))
-        model = method.reload(load_model(base, info["head"], tokenizer, **kwargs), run_dir)
+        model = method.reload(load_model(base, info["head"], tokenizer, **kwargs), weights)
     return Trained(model.eval(), tokenizer, info)

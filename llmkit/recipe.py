@@ -14,13 +14,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from llmkit.data.formats import FORMATS, formats_for_task
 from llmkit.errors import RecipeError
 from llmkit.families import ModelRef, family_of, resolve_model
 from llmkit.methods import METHODS, MethodBlock
-from llmkit.tasks import TASKS
+from llmkit.tasks import TASKS, tasks_using
+
+DATA_SPLITS = ("train", "validation", "test")  # data sources a recipe can name; a string is shorthand for {path: …}
 
 
 class Section(BaseModel):
@@ -51,13 +53,14 @@ class DataSource(Section):
     revision: str | None = Field(None, description="hub dataset branch, tag or commit")
 
     @model_validator(mode="after")
-    def _one_kind(self) -> DataSource:
+    def _one_kind(self, info: ValidationInfo) -> DataSource:
         if (self.path is None) == (self.hub is None):
             raise ValueError("give exactly one of 'path' (a local file) or 'hub' (a hub dataset name)")
         if self.path is not None:
             if self.split or self.subset or self.revision:
                 raise ValueError("'split', 'subset' and 'revision' apply to hub datasets only, not to 'path'")
-            if not Path(self.path).expanduser().is_file():
+            saved_run = bool(info.context and info.context.get("saved_run"))
+            if not saved_run and not Path(self.path).expanduser().is_file():
                 raise ValueError(f"file '{self.path}' does not exist (relative paths start at {Path.cwd()})")
         return self
 
@@ -68,6 +71,9 @@ class DataSource(Section):
 class DataSection(Section):
     train: DataSource = Field(description="training rows: a file path, or {path: ...} / {hub: ..., split: ...}")
     validation: DataSource | None = Field(None, description="held-out data; if unset, validation_split carves it")
+    test: DataSource | None = Field(
+        None, description="test data: evaluated once after training, and by `llmkit eval --split test`"
+    )
     validation_split: float = Field(0.1, ge=0, lt=1, description="fraction of train held out when no validation")
     split_seed: int = Field(42, description="seed of the held-out split")
     format: str = Field("alpaca", description="row layout: " + ", ".join(FORMATS))
@@ -85,6 +91,12 @@ class DataSection(Section):
     packing: bool = Field(False, description="pack several examples per row; attention stays within each example")
     max_train_samples: int | None = Field(None, gt=0, description="use only the first N training rows")
     max_eval_samples: int | None = Field(None, gt=0, description="use only the first N held-out rows")
+    source_prefix: str | None = Field(
+        None, description="format seq2seq: text put before every source, e.g. 'summarize: ' for T5"
+    )
+    max_target_length: int | None = Field(
+        None, gt=0, description="format seq2seq: tokens per target (default max_length)"
+    )
 
     @field_validator("format")
     @classmethod
@@ -106,6 +118,14 @@ class DataSection(Section):
             raise ValueError("overlong: split only makes sense for format text; use drop or truncate")
         if self.packing and self.overlong == "error":
             raise ValueError("packing needs overlong: drop, truncate or split, not error")
+        generative = "sft" in fmt.tasks
+        if self.packing and not generative:
+            raise ValueError(f"packing applies to text-generation formats only, not format '{self.format}'; remove it")
+        if self.system_prompt is not None and self.format not in ("alpaca", "chat"):
+            raise ValueError(f"system_prompt applies to formats alpaca and chat, not '{self.format}'; remove it")
+        seq2seq_only = [k for k in ("source_prefix", "max_target_length") if getattr(self, k) is not None]
+        if seq2seq_only and self.format != "seq2seq":
+            raise ValueError(f"{seq2seq_only[0]} applies to format seq2seq only, not '{self.format}'; remove it")
         return self
 
 
@@ -118,6 +138,9 @@ OWNED_TRAINING_KEYS = {
     "do_eval": "llmkit evaluates whenever there is held-out data",
     "do_predict": "use `llmkit predict` instead",
     "warmup_ratio": "transformers 5 removed warmup_ratio; use warmup_steps with a value below 1 (e.g. 0.1 = 10%)",
+    "predict_with_generate": "task seq2seq always generates when it evaluates; set decoding in the generation section",
+    "generation_max_length": "set generation.max_new_tokens instead",
+    "generation_num_beams": "set generation.num_beams instead",
 }
 
 
@@ -166,6 +189,88 @@ class TrainingSection(BaseModel):
         return {k: v for k, v in self.model_dump().items() if v is not None and k != "resume_from_checkpoint"}
 
 
+class ClassificationSection(Section):
+    """task: classification — which labels the head predicts, and what to do about imbalanced classes."""
+
+    labels: list[str] | None = Field(
+        None, description="label names in id order; default: every label in the training data, sorted"
+    )
+    num_labels: int | None = Field(None, ge=2, description="how many labels to expect; checked against the data")
+    balance: Literal["none", "class_weights", "oversample"] = Field(
+        "none",
+        description="imbalanced classes: 'class_weights' weighs the loss by inverse class frequency (sklearn's "
+        "'balanced'); 'oversample' repeats rarer classes' training rows until every class is as frequent as the "
+        "largest",
+    )
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _label_strings(cls, value: Any) -> Any:
+        """Labels in data files are often numbers; they are names here, as in the model config's id2label."""
+        if isinstance(value, list):
+            return [str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ClassificationSection:
+        if self.labels is not None:
+            if len(self.labels) < 2:
+                raise ValueError("labels needs at least two names; a classifier chooses between labels")
+            repeated = sorted({x for x in self.labels if self.labels.count(x) > 1})
+            if repeated:
+                raise ValueError(f"labels lists {repeated[0]!r} more than once; each label gets one id")
+            if self.num_labels is not None and self.num_labels != len(self.labels):
+                raise ValueError(
+                    f"num_labels is {self.num_labels} but labels lists {len(self.labels)} names; "
+                    "make them agree (or drop num_labels)"
+                )
+        return self
+
+
+class GenerationSection(Section):
+    """Decoding for generation-based evaluation (seq2seq), `llmkit predict` and `llmkit generate`; these become a
+    transformers GenerationConfig on the trained model."""
+
+    max_new_tokens: int = Field(128, gt=0, description="tokens to generate at most")
+    num_beams: int = Field(1, gt=0, description="beam search width; 1 is greedy (or sampling)")
+    do_sample: bool = Field(False, description="sample instead of picking the most likely token")
+    temperature: float | None = Field(None, gt=0, description="with do_sample: sharpen (<1) or flatten (>1)")
+    top_p: float | None = Field(None, gt=0, le=1, description="with do_sample: nucleus sampling")
+    top_k: int | None = Field(None, gt=0, description="with do_sample: sample among the k most likely tokens")
+    repetition_penalty: float | None = Field(None, gt=0)
+    no_repeat_ngram_size: int | None = Field(None, gt=0)
+    length_penalty: float | None = Field(None, description="with num_beams > 1: >0 favours longer outputs")
+
+    @model_validator(mode="after")
+    def _sampling(self) -> GenerationSection:
+        for key in ("temperature", "top_p", "top_k"):
+            if getattr(self, key) is not None and not self.do_sample:
+                raise ValueError(f"{key} only applies when sampling; set do_sample: true or remove {key}")
+        if self.length_penalty is not None and self.num_beams == 1:
+            raise ValueError("length_penalty only applies to beam search; set num_beams above 1 or remove it")
+        return self
+
+    def kwargs(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class EvaluationSection(Section):
+    """Extra metrics for users who are online. llmkit's own metrics (scikit-learn, rouge-score) never need the hub."""
+
+    extra_metrics: list[str] = Field(
+        default_factory=list,
+        description="Hugging Face `evaluate` metrics to add, by hub name (needs the hub) or local script path",
+    )
+
+
+# Optional sections that only some tasks use; a task lists the ones it uses in TaskSpec.sections.
+TASK_SECTIONS = {
+    "classification": ClassificationSection,
+    "generation": GenerationSection,
+    "evaluation": EvaluationSection,
+}
+
+
 class Recipe(Section):
     """A whole fine-tuning run. Build one from YAML with `Recipe.from_yaml`, or directly in Python."""
 
@@ -175,6 +280,26 @@ class Recipe(Section):
     method: MethodBlock = Field(default_factory=lambda: METHODS["full"](), description="how to fine-tune")
     training: TrainingSection = Field(default_factory=TrainingSection)
     output_dir: str = Field(description="where the run writes its model, metrics and manifest")
+    classification: ClassificationSection | None = Field(None, description="task classification: labels, balance")
+    generation: GenerationSection | None = Field(None, description="tasks seq2seq and sft: decoding settings")
+    evaluation: EvaluationSection | None = Field(None, description="tasks classification and seq2seq: extra metrics")
+
+    @field_validator(*TASK_SECTIONS)
+    @classmethod
+    def _section_fits_task(cls, value: Any, info: ValidationInfo) -> Any:
+        task = info.data.get("task")
+        users = tasks_using(info.field_name)
+        if value is not None and task in TASKS and task not in users:
+            raise ValueError(f"this section applies to task {' or '.join(users)}, not '{task}'; remove it")
+        return value
+
+    @model_validator(mode="after")
+    def _task_section_defaults(self) -> Recipe:
+        """A task's sections exist even when the recipe leaves them out, so runners read defaults, not None."""
+        for name in TASKS[self.task].sections:
+            if getattr(self, name) is None:
+                setattr(self, name, TASK_SECTIONS[name]())
+        return self
 
     @field_validator("task")
     @classmethod
@@ -228,6 +353,20 @@ class Recipe(Section):
         if problems:
             raise RecipeError(problems, source)
         return recipe
+
+    @classmethod
+    def from_run(cls, run_dir: str | os.PathLike[str]) -> Recipe:
+        """The resolved recipe a finished run saved, read for its settings (prompt template, generation); its data
+        files and base model need not be reachable from here, so they are not checked."""
+        path = Path(run_dir) / "recipe.yaml"
+        if not path.is_file():
+            raise RecipeError(f"'{run_dir}' is not a finished llmkit run (it has no recipe.yaml).")
+        data, lines = _load_yaml(path)
+        data = _normalise(data)
+        try:
+            return cls.model_validate(data, context={"saved_run": True})
+        except ValidationError as exc:
+            raise RecipeError(_explain(exc, data, str(path), lines, set()), str(path)) from None
 
     # ------------------------------------------------------------------ cross-checks needing the model
 
@@ -286,7 +425,7 @@ def _normalise(data: Any) -> dict[str, Any]:
         data["method"] = _method_dict(data["method"])
     section = data.get("data")
     if isinstance(section, dict):
-        for split in ("train", "validation"):
+        for split in DATA_SPLITS:
             if isinstance(section.get(split), str):
                 section[split] = {"path": section[split]}
     return data
@@ -306,7 +445,7 @@ def _apply_override(data: dict[str, Any], item: str, source: str | None) -> tupl
         child = node.get(part)
         if isinstance(child, str) and path[: i + 1] == ("method",):
             child = _method_dict(child)
-        elif isinstance(child, str) and path[: i + 1] in (("data", "train"), ("data", "validation")):
+        elif isinstance(child, str) and path[: i + 1] in {("data", split) for split in DATA_SPLITS}:
             child = {"path": child}
         elif child is None:
             child = {}
@@ -316,7 +455,7 @@ def _apply_override(data: dict[str, Any], item: str, source: str | None) -> tupl
         node[part] = child
         node = child
     node[path[-1]] = _method_dict(value) if path == ("method",) else value
-    if path in (("data", "train"), ("data", "validation")) and isinstance(value, str):
+    if path in {("data", split) for split in DATA_SPLITS} and isinstance(value, str):
         node[path[-1]] = {"path": value}
     return path
 

@@ -81,6 +81,8 @@ def tiny_tokenizer(family: str) -> PreTrainedTokenizerFast:
             special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))],
         )
         specials = dict(cls_token="[CLS]", sep_token="[SEP]", pad_token="<pad>", unk_token="<unk>", mask_token="[MASK]")
+        # Like BertTokenizer: segment ids mark the second text of a pair.
+        specials["model_input_names"] = ["input_ids", "token_type_ids", "attention_mask"]
     elif family == "t5":
         tok.post_processor = processors.TemplateProcessing(
             single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", tok.token_to_id("</s>"))]

@@ -85,3 +85,14 @@ def run_cli(*argv: str) -> tuple[int, str, str]:
         except SystemExit as exc:  # argparse errors
             code = exc.code if isinstance(exc.code, int) else 1
     return code, out.getvalue(), err.getvalue()
+
+
+def train_fails(tmp_path: Path, recipe: dict, *overrides: str) -> tuple[int, str]:
+    """`llmkit train` on a bad recipe: it must exit non-zero with no traceback and leave no run behind (the recipe's
+    output_dir is tmp_path/run). Returns the exit code and stderr."""
+    path = write_recipe(tmp_path, recipe)
+    code, _stdout, stderr = run_cli("train", str(path), *overrides)
+    assert code != 0
+    assert "Traceback" not in stderr
+    assert not (tmp_path / "run").exists() and not (tmp_path / "run.incomplete").exists(), "nothing written"
+    return code, stderr

@@ -18,6 +18,8 @@ class Format:
     tasks: tuple[str, ...]
     doc: str
     check_row: Callable[[Mapping[str, Any]], str | None]
+    # `llmkit predict` rows carry only the inputs (no output, label or target); None: check them like training rows
+    check_input: Callable[[Mapping[str, Any]], str | None] | None = None
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -48,7 +50,42 @@ def _strings(*required: str, optional: tuple[str, ...] = ()) -> Callable[[Mappin
 CHAT_ROLES = ("system", "user", "assistant")
 
 
+def _check_label(row: Mapping[str, Any]) -> str | None:
+    label = row.get("label")
+    if label is None:
+        return "row has no 'label' field (or it is null)"
+    if isinstance(label, bool) or not isinstance(label, (str, int)):
+        return f"'label' must be a string or an integer, got {type(label).__name__}"
+    if isinstance(label, str) and not label.strip():
+        return "'label' is empty"
+    return None
+
+
+def _with_label(*text_fields: str) -> Callable[[Mapping[str, Any]], str | None]:
+    check_text = _strings(*text_fields)
+
+    def check(row: Mapping[str, Any]) -> str | None:
+        return check_text(row) or _check_label(row)
+
+    return check
+
+
+def _check_chat_prompt(row: Mapping[str, Any]) -> str | None:
+    """A conversation to continue: well-formed messages whose last turn is not the assistant's."""
+    problem = _check_messages(row)
+    if problem is None and row["messages"][-1]["role"] == "assistant":
+        return "the last message is the assistant's; a prompt to continue ends with a user (or system) message"
+    return problem
+
+
 def _check_chat(row: Mapping[str, Any]) -> str | None:
+    problem = _check_messages(row)
+    if problem is None and not any(m["role"] == "assistant" for m in row["messages"]):
+        return "no assistant message, so there is nothing to train on"
+    return problem
+
+
+def _check_messages(row: Mapping[str, Any]) -> str | None:
     messages = row.get("messages")
     if not isinstance(messages, list) or not messages:
         return "row has no 'messages' list (chat format wants [{role, content}, ...])"
@@ -59,8 +96,6 @@ def _check_chat(row: Mapping[str, Any]) -> str | None:
             return f"messages[{i}].role is '{msg['role']}'; use one of {', '.join(CHAT_ROLES)}"
         if not isinstance(msg["content"], str):
             return f"messages[{i}].content must be a string"
-    if not any(m["role"] == "assistant" for m in messages):
-        return "no assistant message, so there is nothing to train on"
     return None
 
 
@@ -71,6 +106,7 @@ FORMATS: dict[str, Format] = {
         tasks=("sft",),
         doc="instruction / optional input / output; the prompt is masked, the output and EOS are trained",
         check_row=_strings("instruction", "output", optional=("input",)),
+        check_input=_strings("instruction", optional=("input",)),
     ),
     "chat": Format(
         required=("messages",),
@@ -78,6 +114,7 @@ FORMATS: dict[str, Format] = {
         tasks=("sft",),
         doc="a list of {role, content} messages rendered with the tokenizer's chat template; assistant turns train",
         check_row=_check_chat,
+        check_input=_check_chat_prompt,
     ),
     "text": Format(
         required=("text",),
@@ -85,6 +122,30 @@ FORMATS: dict[str, Format] = {
         tasks=("sft",),
         doc="plain text for continued pre-training; every token trains",
         check_row=_strings("text"),
+    ),
+    "classification": Format(
+        required=("text", "label"),
+        optional=(),
+        tasks=("classification",),
+        doc="a text and its label (a name or an integer); names are mapped to ids and saved in the model config",
+        check_row=_with_label("text"),
+        check_input=_strings("text"),
+    ),
+    "sentence-pair": Format(
+        required=("text", "text_pair", "label"),
+        optional=(),
+        tasks=("classification",),
+        doc="two texts and a label (entailment, paraphrase, answer quality); encoders join them with [SEP]",
+        check_row=_with_label("text", "text_pair"),
+        check_input=_strings("text", "text_pair"),
+    ),
+    "seq2seq": Format(
+        required=("source", "target"),
+        optional=(),
+        tasks=("seq2seq",),
+        doc="a source text and the target text to generate from it (summary, translation)",
+        check_row=_strings("source", "target"),
+        check_input=_strings("source"),
     ),
 }
 

@@ -23,7 +23,18 @@ def load_source(source: DataSource, section: DataSection) -> Rows:
 
 
 def check_rows(rows: Rows, fmt: str) -> None:
-    """Every row must fit the format; the first few bad ones are reported together with file and row."""
+    """Every row must fit the format; the first few bad ones are reported together with file and row. A field that
+    no row has is a missing column, and is reported as one sentence rather than once per row."""
+    required = FORMATS[fmt].required
+    absent = [name for name in required if not any(name in row for row in rows.rows)]
+    if absent:
+        names = " or ".join(f"'{name}'" for name in absent)
+        columns = f"its columns are {', '.join(rows.columns)}; " if rows.columns else ""
+        raise DataError(
+            f"has no {names} column, which format '{fmt}' needs ({', '.join(required)}); {columns}"
+            f"map yours with data.columns, e.g. columns: {{{absent[0]}: <your column>}}",
+            rows.name,
+        )
     check = FORMATS[fmt].check_row
     bad = [(where, problem) for row, where in zip(rows.rows, rows.where, strict=False) if (problem := check(row))]
     if not bad:
@@ -34,6 +45,20 @@ def check_rows(rows: Rows, fmt: str) -> None:
     if any("has no" in p for _, p in bad) and rows.columns:
         hint = f"\n  the file's columns are {', '.join(rows.columns)}; map them with data.columns"
     raise DataError(f"{len(bad)} rows do not fit format '{fmt}'{more}:\n  " + "\n  ".join(lines) + hint)
+
+
+def load_split(section: DataSection, split: str) -> Rows:
+    """One named split: 'train' and 'validation' exactly as training saw them (same seeded carve-out), or 'test'."""
+    if split == "test":
+        if section.test is None:
+            raise DataError("the recipe has no data.test; add one, or evaluate --split validation")
+        return load_source(section.test, section)
+    train, held_out = load_splits(section)
+    if split == "validation":
+        if held_out is None:
+            raise DataError("the recipe has no validation data (data.validation_split is 0 and no data.validation)")
+        return held_out
+    return train
 
 
 def load_splits(section: DataSection) -> tuple[Rows, Rows | None]:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from llmkit.data.tokens import TokenStats
 from llmkit.errors import DataError, RecipeError
 
 IGNORE = -100
@@ -33,28 +34,18 @@ Segment = tuple[str, bool]  # (text, trained?)
 
 
 @dataclass
-class SftStats:
-    rows: int = 0
-    kept: int = 0
-    dropped_overlong: int = 0
-    truncated: int = 0
+class SftStats(TokenStats):
     dropped_no_target: int = 0
     split_pieces: int = 0
-    tokens: int = 0
     target_tokens: int = 0
-    max_tokens: int = 0
     notes: list[str] = field(default_factory=list)
 
-    def summary(self, name: str) -> str:
-        parts = [f"{self.kept} examples from {self.rows} rows of {name}", f"{self.tokens} tokens"]
-        parts.append(f"{self.target_tokens} trained")
-        if self.dropped_overlong:
-            parts.append(f"{self.dropped_overlong} dropped as longer than max_length")
-        if self.truncated:
-            parts.append(f"{self.truncated} truncated")
+    def parts(self, name: str) -> list[str]:
+        parts = super().parts(name)
+        parts.insert(2, f"{self.target_tokens} trained")
         if self.dropped_no_target:
             parts.append(f"{self.dropped_no_target} dropped with no trainable token left")
-        return ", ".join(parts)
+        return parts
 
 
 def uses_chat_template(fmt: str, template: str, tokenizer: Any) -> bool:
@@ -67,6 +58,23 @@ def uses_chat_template(fmt: str, template: str, tokenizer: Any) -> bool:
     return False
 
 
+def _chat_ready(fmt: str, template: str, tokenizer: Any) -> bool:
+    """Whether rows render with a chat template; a tokenizer without one gets ChatML (saved with the run)."""
+    use_chat = uses_chat_template(fmt, template, tokenizer)
+    if use_chat and not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = CHATML_TEMPLATE
+    return use_chat
+
+
+def prompt_ids(
+    rows: list[Mapping[str, Any]], *, fmt: str, tokenizer: Any, template: str, system_prompt: str | None
+) -> list[list[int]]:
+    """Generation prompts for rows without a response, tokenised exactly as training tokenised their prompts."""
+    use_chat = _chat_ready(fmt, template, tokenizer)
+    tok = Tokenizing.for_format(tokenizer, use_chat)
+    return [tok.prompt_ids(generation_prompt(row, fmt, use_chat, tokenizer, system_prompt)) for row in rows]
+
+
 def render(
     row: Mapping[str, Any], fmt: str, use_chat: bool, tokenizer: Any, system_prompt: str | None
 ) -> list[Segment]:
@@ -74,20 +82,40 @@ def render(
     if fmt == "text":
         return [(row["text"], True)]
     if fmt == "alpaca":
-        user = row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else "")
         if use_chat:
             return chat_segments(
-                [{"role": "user", "content": user}, {"role": "assistant", "content": row["output"]}],
-                tokenizer,
-                system_prompt,
+                [_alpaca_user_turn(row), {"role": "assistant", "content": row["output"]}], tokenizer, system_prompt
             )
-        prompt = ALPACA_PROMPT.format(instruction=row["instruction"])
-        if row.get("input"):
-            prompt += ALPACA_INPUT.format(input=row["input"])
-        return [(prompt + ALPACA_RESPONSE, False), (row["output"], True)]
+        return [(_alpaca_prompt(row), False), (row["output"], True)]
     if fmt == "chat":
         return chat_segments(list(row["messages"]), tokenizer, system_prompt)
     raise ValueError(f"format {fmt!r} does not produce text segments")
+
+
+def generation_prompt(
+    row: Mapping[str, Any], fmt: str, use_chat: bool, tokenizer: Any, system_prompt: str | None
+) -> str:
+    """What a trained model is prompted with to answer `row` (which has no output): exactly the text `render` masks
+    before the response in training, so generation sees the template the model was tuned in."""
+    if fmt == "text":
+        return row["text"]
+    if fmt == "alpaca" and not use_chat:
+        return _alpaca_prompt(row)
+    messages = [_alpaca_user_turn(row)] if fmt == "alpaca" else list(row["messages"])
+    if system_prompt and messages[0]["role"] != "system":
+        messages = [{"role": "system", "content": system_prompt}, *messages]
+    return _apply(tokenizer, messages, generation_prompt=True)
+
+
+def _alpaca_user_turn(row: Mapping[str, Any]) -> dict[str, str]:
+    return {"role": "user", "content": row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else "")}
+
+
+def _alpaca_prompt(row: Mapping[str, Any]) -> str:
+    prompt = ALPACA_PROMPT.format(instruction=row["instruction"])
+    if row.get("input"):
+        prompt += ALPACA_INPUT.format(input=row["input"])
+    return prompt + ALPACA_RESPONSE
 
 
 def chat_segments(messages: list[dict[str, str]], tokenizer: Any, system_prompt: str | None) -> list[Segment]:
@@ -140,7 +168,11 @@ class Tokenizing:
             raise RecipeError("model: the tokenizer has no EOS token, so the model could never learn to stop.")
         return cls(tokenizer, prefix, tokenizer.eos_token_id, append_eos=not use_chat)
 
-    def encode(self, segments: list[Segment]) -> tuple[list[int], list[int]]:
+    def prompt_ids(self, prompt: str) -> list[int]:
+        """A generation prompt tokenised as training tokenised it (BOS, then the text): no EOS, nothing trained."""
+        return self.encode([(prompt, False)], append_eos=False)[0]
+
+    def encode(self, segments: list[Segment], append_eos: bool | None = None) -> tuple[list[int], list[int]]:
         ids: list[int] = []
         labels: list[int] = []
         first = segments[0][0] if segments else ""
@@ -152,7 +184,7 @@ class Tokenizing:
             piece = self.tokenizer(text, add_special_tokens=False)["input_ids"]
             ids += piece
             labels += piece if trained else [IGNORE] * len(piece)
-        if self.append_eos and self.eos_id is not None:
+        if (self.append_eos if append_eos is None else append_eos) and self.eos_id is not None:
             ids.append(self.eos_id)
             labels.append(self.eos_id)
         return ids, labels
@@ -171,9 +203,7 @@ def build_examples(
     stop_ids: set[int],
 ) -> tuple[list[dict[str, np.ndarray]], list[str], SftStats]:
     """Tokenised examples ({input_ids, labels}), where each came from, and counts of what happened to the rows."""
-    use_chat = uses_chat_template(fmt, template, tokenizer)
-    if use_chat and not getattr(tokenizer, "chat_template", None):
-        tokenizer.chat_template = CHATML_TEMPLATE
+    use_chat = _chat_ready(fmt, template, tokenizer)
     tok = Tokenizing.for_format(tokenizer, use_chat)
     examples: list[dict[str, np.ndarray]] = []
     origins: list[str] = []

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,15 +68,50 @@ def _read_file(path: Path) -> Rows:
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise DataError("is not valid UTF-8 text", f"{path}:{line}") from None
-    reader = {"json": _json, "jsonl": _jsonl, "csv": _csv, "tsv": _csv, "txt": _txt, "parquet": _parquet}[kind]
-    rows, where = reader(path, text, kind)
+    if kind == "parquet":
+        rows, where = _parquet(path)
+    elif kind == "json" and text.lstrip().startswith("["):
+        rows, where = _json_array(path, text)
+    else:  # a .json file of one object per line is common; it reads as JSON lines
+        pairs = list(LINE_READERS[kind](path, io.StringIO(text, newline=""), kind))  # split as a file is
+        rows, where = [row for row, _ in pairs], [origin for _, origin in pairs]
     columns = list(rows[0]) if rows else []
     return Rows(rows, where, str(path), fingerprint, columns)
 
 
-def _json(path: Path, text: str, kind: str) -> tuple[list[dict], list[str]]:
-    if not text.lstrip().startswith("["):
-        return _jsonl(path, text, kind)  # a .json file of one object per line is common; accept it
+def iter_rows(path: str | Path) -> Iterator[tuple[dict[str, Any], str]]:
+    """(row, where) one at a time, reading line by line, so `llmkit predict` can stream inputs larger than memory.
+    A JSON array or parquet file is read whole (use JSON lines for large inputs)."""
+    path = Path(path).expanduser()
+    kind = SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise DataError(f"unsupported file type '{path.suffix}'; use one of {', '.join(SUFFIXES)}", str(path))
+    if kind == "parquet" or (kind == "json" and _starts_with_bracket(path)):
+        rows = _read_file(path)
+        yield from zip(rows.rows, rows.where, strict=True)
+        return
+    with path.open("rb") as handle:
+        yield from LINE_READERS[kind](path, _decoded(handle, path), kind)
+
+
+def _decoded(handle: Iterable[bytes], path: Path) -> Iterator[str]:
+    """Lines decoded one by one, so a bad byte is reported on its own line."""
+    for lineno, raw in enumerate(handle, start=1):
+        try:
+            yield raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+        except UnicodeDecodeError:
+            raise DataError("is not valid UTF-8 text", f"{path}:{lineno}") from None
+
+
+def _starts_with_bracket(path: Path) -> bool:
+    with path.open("rb") as handle:
+        for line in handle:
+            if line.strip():
+                return line.lstrip(b"\xef\xbb\xbf \t").startswith(b"[")
+    return False
+
+
+def _json_array(path: Path, text: str) -> tuple[list[dict], list[str]]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -87,9 +123,11 @@ def _json(path: Path, text: str, kind: str) -> tuple[list[dict], list[str]]:
     return data, where
 
 
-def _jsonl(path: Path, text: str, kind: str) -> tuple[list[dict], list[str]]:
-    rows, where = [], []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+Rowed = Iterator[tuple[dict[str, Any], str]]
+
+
+def _jsonl(path: Path, lines: Iterable[str], kind: str) -> Rowed:
+    for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
@@ -98,40 +136,37 @@ def _jsonl(path: Path, text: str, kind: str) -> tuple[list[dict], list[str]]:
             raise DataError(f"is not valid JSON ({exc.msg})", f"{path}:{lineno}") from None
         if not isinstance(row, dict):
             raise DataError(f"is a {type(row).__name__}, not an object with named fields", f"{path}:{lineno}")
-        rows.append(row)
-        where.append(f"{path}:{lineno}")
-    return rows, where
+        yield row, f"{path}:{lineno}"
 
 
-def _csv(path: Path, text: str, kind: str) -> tuple[list[dict], list[str]]:
+def _csv(path: Path, lines: Iterable[str], kind: str) -> Rowed:
     # TSV files in the wild (SMS Spam Collection among them) do not quote fields; quotes are text there.
     options: dict[str, Any] = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if kind == "tsv" else {}
     csv.field_size_limit(sys.maxsize)
-    lines = text.splitlines(keepends=True)
     reader = csv.reader(lines, **options)
-    try:
-        header = next(reader)
-    except StopIteration:
-        return [], []
-    rows, where = [], []
+    header = next(reader, None)
+    if header is None:
+        return
     for fields in reader:
         lineno = reader.line_num
         if not any(f.strip() for f in fields):
             continue
         if len(fields) != len(header):
             raise DataError(f"has {len(fields)} fields but the header has {len(header)}", f"{path}:{lineno}")
-        rows.append(dict(zip(header, fields, strict=False)))
-        where.append(f"{path}:{lineno}")
-    return rows, where
+        yield dict(zip(header, fields, strict=False)), f"{path}:{lineno}"
 
 
-def _txt(path: Path, text: str, kind: str) -> tuple[list[dict], list[str]]:
+def _txt(path: Path, lines: Iterable[str], kind: str) -> Rowed:
     """One example per non-empty line, in a `text` column (use jsonl for multi-line documents)."""
-    pairs = [(i, line) for i, line in enumerate(text.splitlines(), start=1) if line.strip()]
-    return [{"text": line} for _, line in pairs], [f"{path}:{i}" for i, _ in pairs]
+    for lineno, line in enumerate(lines, start=1):
+        if line.strip():
+            yield {"text": line.rstrip("\r\n")}, f"{path}:{lineno}"
 
 
-def _parquet(path: Path, text: str, kind: str) -> tuple[list[dict], list[str]]:
+LINE_READERS = {"json": _jsonl, "jsonl": _jsonl, "csv": _csv, "tsv": _csv, "txt": _txt}
+
+
+def _parquet(path: Path) -> tuple[list[dict], list[str]]:
     import pyarrow.parquet as pq
 
     try:

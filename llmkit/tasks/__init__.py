@@ -17,6 +17,7 @@ class TaskSpec:
     families: tuple[str, ...]  # model families that can do this task
     head: str  # which Auto* class loads the model: causal_lm, seq_cls or seq2seq_lm
     doc: str
+    sections: tuple[str, ...] = ()  # optional recipe sections the task reads (see recipe.TASK_SECTIONS)
 
 
 TASKS: dict[str, TaskSpec] = {
@@ -24,10 +25,33 @@ TASKS: dict[str, TaskSpec] = {
         families=("gpt2", "llama"),
         head="causal_lm",
         doc="supervised fine-tuning of a decoder on instructions, chats or plain text",
+        sections=("generation",),
+    ),
+    "classification": TaskSpec(
+        families=("bert", "gpt2", "llama"),
+        head="seq_cls",
+        doc="label a text or a pair of texts; encoders pool [CLS], decoders pool the last token",
+        sections=("classification", "evaluation"),
+    ),
+    "seq2seq": TaskSpec(
+        families=("t5",),
+        head="seq2seq_lm",
+        doc="map a source text to a target text (summarise, translate) with an encoder-decoder; ROUGE on generations",
+        sections=("generation", "evaluation"),
     ),
 }
+
+
+def tasks_using(section: str) -> list[str]:
+    """The tasks that read an optional recipe section, for the error when another task's recipe sets it."""
+    return [name for name, spec in TASKS.items() if section in spec.sections]
 
 
 def runner(task: str) -> Callable[[Any], dict[str, Any]]:
     """The task's `run` function; the name was validated against TASKS, so this imports only our own modules."""
     return importlib.import_module(f"llmkit.tasks.{task}").run
+
+
+def task_function(task: str, name: str) -> Callable[..., Any] | None:
+    """A task module's optional entry point (`evaluate`, `predict`), or None if the task does not offer it."""
+    return getattr(importlib.import_module(f"llmkit.tasks.{task}"), name, None)

@@ -8,23 +8,25 @@ built — and tested — here either way.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from transformers import PreTrainedTokenizerBase, Trainer
 
 from llmkit.data.collate import Collator, pack
 from llmkit.data.load import load_splits
-from llmkit.data.sft import build_examples
-from llmkit.errors import DataError
-from llmkit.job import Job, Prepared, say
-from llmkit.models import stop_token_ids
+from llmkit.data.sft import build_examples, prompt_ids
+from llmkit.data.sources import Rows
+from llmkit.generation import configure, generate
+from llmkit.job import Job, Prepared, prepare_examples, say
+from llmkit.metrics import evaluate_split
+from llmkit.models import Trained, stop_token_ids
+from llmkit.recipe import Recipe
 
 
-def prepare(job: Job, tokenizer: PreTrainedTokenizerBase) -> Prepared:
-    """Rows → tokenised examples with prompt tokens masked; shared by `run` and `llmkit inspect-data`."""
+def _options(job: Job, tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
     data = job.recipe.data
-    train_rows, eval_rows = load_splits(data)
-    options = dict(
+    return dict(
         fmt=data.format,
         tokenizer=tokenizer,
         template=data.template,
@@ -33,20 +35,20 @@ def prepare(job: Job, tokenizer: PreTrainedTokenizerBase) -> Prepared:
         overlong=data.overlong,
         stop_ids=stop_token_ids(job.base, tokenizer),
     )
-    train, train_where, stats = build_examples(train_rows.rows, train_rows.where, **options)
-    say(f"train: {stats.summary(train_rows.name)}")
-    if not train:
-        raise DataError(
-            f"no training examples are left after tokenising (all longer than data.max_length={data.max_length} "
-            "or without a trainable token); raise max_length or set data.overlong: truncate",
-            train_rows.name,
-        )
-    prepared = Prepared(train, train_where, fingerprints={"train": train_rows.describe()})
-    if eval_rows is not None:
-        prepared.held_out, prepared.held_out_where, stats = build_examples(eval_rows.rows, eval_rows.where, **options)
-        prepared.fingerprints["validation"] = eval_rows.describe()
-        say(f"held-out: {stats.summary(eval_rows.name)}")
-    return prepared
+
+
+def prepare(job: Job, tokenizer: PreTrainedTokenizerBase) -> Prepared:
+    """Rows → tokenised examples with prompt tokens masked; shared by `run` and `llmkit inspect-data`."""
+    data = job.recipe.data
+    train_rows, eval_rows = load_splits(data)
+    options = _options(job, tokenizer)
+    return prepare_examples(
+        train_rows,
+        eval_rows,
+        lambda rows: build_examples(rows.rows, rows.where, **options),
+        f"after tokenising (all longer than data.max_length={data.max_length} or without a trainable token); "
+        "raise max_length or set data.overlong: truncate",
+    )
 
 
 def run(job: Job) -> dict[str, Any]:
@@ -74,3 +76,30 @@ def run(job: Job) -> dict[str, Any]:
     metrics = job.train(trainer)
     job.save(trainer.model, tokenizer)
     return metrics
+
+
+# ---------------------------------------------------------------- llmkit eval / llmkit predict / llmkit generate
+
+
+def evaluate(job: Job, trained: Trained, rows: Rows, prefix: str) -> dict[str, float]:
+    """Loss (response tokens only, as in training) and perplexity on `rows` (`llmkit eval`)."""
+    examples, _, stats = build_examples(rows.rows, rows.where, **_options(job, trained.tokenizer))
+    say(f"{prefix}: {stats.summary(rows.name)}")
+    trainer = Trainer(
+        model=trained.model,
+        args=job.training_args(),
+        data_collator=Collator(trained.tokenizer.pad_token_id),
+        processing_class=trained.tokenizer,
+    )
+    metrics = evaluate_split(trainer, examples, prefix)
+    metrics[f"{prefix}_perplexity"] = math.exp(metrics[f"{prefix}_loss"])
+    return metrics
+
+
+def predict(recipe: Recipe, trained: Trained, rows: list[dict[str, Any]], origins: list[str]) -> list[dict[str, Any]]:
+    """The model's response to each row's prompt, rendered with the template the run was trained with."""
+    data, tokenizer = recipe.data, trained.tokenizer
+    options = dict(fmt=data.format, tokenizer=tokenizer, template=data.template, system_prompt=data.system_prompt)
+    prompts = prompt_ids(rows, **options)
+    configure(trained.model, recipe.generation, tokenizer)
+    return [{"generation": text} for text in generate(trained.model, tokenizer, prompts, len(prompts))]

@@ -1,0 +1,52 @@
+"""Generating text from a model: the recipe's `generation` section as a GenerationConfig, and batched decoding.
+
+Used by seq2seq evaluation (through Seq2SeqTrainer), `llmkit predict` and `llmkit generate`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from transformers import GenerationConfig
+
+from llmkit.errors import RecipeError, first_line
+from llmkit.recipe import GenerationSection
+
+
+def check_generation(section: GenerationSection) -> None:
+    """transformers' own checks on the settings, at run start, before any weights load."""
+    try:
+        GenerationConfig(**section.kwargs()).validate(strict=True)
+    except ValueError as exc:
+        raise RecipeError(f"generation: {first_line(exc)}") from None
+
+
+def configure(model: Any, section: GenerationSection, tokenizer: Any) -> None:
+    """Put the recipe's decoding settings on the model's own generation config (which keeps what the checkpoint
+    knows: decoder start token, EOS ids); saved with a fully fine-tuned model."""
+    config = model.generation_config
+    config.update(**section.kwargs())
+    if config.pad_token_id is None:
+        config.pad_token_id = tokenizer.pad_token_id
+    if config.eos_token_id is None:
+        config.eos_token_id = tokenizer.eos_token_id
+    if not section.do_sample:  # a checkpoint's sampling defaults (SmolLM2 ships temperature 0.2) would only warn
+        config.temperature = config.top_p = config.top_k = None
+
+
+@torch.no_grad()
+def generate(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]], batch_size: int = 8) -> list[str]:
+    """Decode a continuation of each tokenised prompt. Decoder-only models are padded on the left, so every prompt
+    ends where generation starts; only the new tokens are returned."""
+    decoder_only = not model.config.is_encoder_decoder
+    texts: list[str] = []
+    for start in range(0, len(prompts), batch_size):
+        batch = [{"input_ids": list(ids)} for ids in prompts[start : start + batch_size]]
+        inputs = tokenizer.pad(batch, padding_side="left" if decoder_only else "right", return_tensors="pt")
+        inputs = {k: v.to(model.device) for k, v in inputs.items()}
+        out = model.generate(**inputs)
+        new = out[:, inputs["input_ids"].shape[1] :] if decoder_only else out
+        texts += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
+    return texts

@@ -1,0 +1,146 @@
+"""`llmkit predict` and `llmkit generate`: a trained model's outputs for new inputs.
+
+`predict` streams its input (JSON lines, CSV, TSV or text; a JSON array or parquet file is read whole) in batches
+and appends each batch's results to the output as soon as they exist, so a large file never sits in memory and a
+bad row — reported with its line — loses none of the rows already written. Each output line is the input row plus
+the prediction: `prediction` and `probabilities` for classification, `generation` for seq2seq and sft.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from llmkit.data.formats import FORMATS
+from llmkit.data.sources import iter_rows
+from llmkit.errors import DataError, LlmkitError
+from llmkit.evaluation import find_checkpoint
+from llmkit.job import say, set_verbosity
+from llmkit.recipe import Recipe
+from llmkit.tasks import task_function
+
+Batch = list[tuple[dict[str, Any], dict[str, Any], str]]  # (row as read, row in format fields, where)
+
+
+def _predictor(task: str, command: str) -> Callable[..., list[dict[str, Any]]]:
+    predict = task_function(task, "predict")
+    if predict is None:
+        raise LlmkitError(f"llmkit {command} does not support task '{task}'.")
+    return predict
+
+
+def predict_file(
+    recipe: Recipe,
+    checkpoint: str | os.PathLike[str],
+    input_path: str | os.PathLike[str],
+    output_path: str | os.PathLike[str],
+    batch_size: int = 16,
+) -> int:
+    """Write one JSON line per input row to `output_path`; returns how many were written."""
+    predict = _predictor(recipe.task, "predict")
+    source, target = Path(input_path), Path(output_path)
+    if not source.is_file():
+        raise LlmkitError(f"--input '{source}' does not exist.")
+    if target.exists():
+        raise LlmkitError(f"--output '{target}' already exists; choose another path or delete it.")
+    if not target.parent.is_dir():
+        raise LlmkitError(f"--output: the directory '{target.parent}' does not exist.")
+    if batch_size < 1:
+        raise LlmkitError("--batch-size must be at least 1.")
+    set_verbosity()
+    found = find_checkpoint(checkpoint, recipe.task)
+    rows = _checked_rows(recipe, source)
+    first = next(rows, None)  # a bad first row fails before the model loads
+    if first is None:
+        raise DataError("has no rows to predict", str(source))
+    trained = found.load()
+    writer = _Writer(target)
+
+    def flush(batch: Batch) -> None:
+        writer.write(batch, predict(recipe, trained, [f for _, f, _ in batch], [w for _, _, w in batch]))
+
+    batch: Batch = [first]
+    try:
+        while True:
+            try:
+                item = next(rows, None)
+            except DataError as exc:  # a bad row: keep every row before it, then stop at it
+                flush(batch)
+                raise DataError(f"{exc}; the {writer.written} rows before it are in {target}") from None
+            if item is None:
+                break
+            if len(batch) == batch_size:
+                flush(batch)
+                batch = []
+            batch.append(item)
+        flush(batch)
+    finally:
+        writer.close()
+    say(f"wrote {writer.written} predictions to {target}")
+    return writer.written
+
+
+def _checked_rows(recipe: Recipe, source: Path) -> Iterator[tuple[dict[str, Any], dict[str, Any], str]]:
+    """Rows as read, renamed to the format's fields (data.columns) and checked: a bad one stops with its line."""
+    fmt = FORMATS[recipe.data.format]
+    check = fmt.check_input or fmt.check_row
+    inverse = {user: field for field, user in recipe.data.columns.items()}
+    for row, where in iter_rows(source):
+        fields = {inverse.get(key, key): value for key, value in row.items()}
+        problem = check(fields)
+        if problem:
+            raise DataError(problem, where)
+        yield row, fields, where
+
+
+class _Writer:
+    """Appends JSON lines, flushed per batch; the file is created with the first line, so a run that fails before
+    any prediction leaves nothing behind."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.handle: IO[str] | None = None
+        self.written = 0
+
+    def write(self, batch: Batch, predictions: list[dict[str, Any]]) -> None:
+        if self.handle is None:
+            self.handle = self.path.open("x", encoding="utf-8")
+        for (row, _, _), prediction in zip(batch, predictions, strict=True):
+            self.handle.write(json.dumps({**row, **prediction}, ensure_ascii=False) + "\n")
+        self.handle.flush()
+        self.written += len(batch)
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+
+
+# The row a bare prompt becomes, per data format, so `llmkit generate` renders it as training rendered its rows.
+PROMPT_ROWS: dict[str, Callable[[str], dict[str, Any]]] = {
+    "alpaca": lambda prompt: {"instruction": prompt},
+    "chat": lambda prompt: {"messages": [{"role": "user", "content": prompt}]},
+    "text": lambda prompt: {"text": prompt},
+    "seq2seq": lambda prompt: {"source": prompt},
+}
+
+
+def generate_from_run(
+    run_dir: str | os.PathLike[str], prompts: list[str], max_new_tokens: int | None = None
+) -> list[str]:
+    """Generate from a finished sft or seq2seq run, each prompt rendered with the run's own template (Alpaca or
+    chat template, system prompt, source prefix) and decoded with its `generation` settings."""
+    recipe = Recipe.from_run(run_dir)
+    if recipe.data.format not in PROMPT_ROWS:
+        raise LlmkitError(
+            f"'{run_dir}' is a {recipe.task} run, which does not generate text; use llmkit predict for its outputs."
+        )
+    predict = _predictor(recipe.task, "generate")
+    if max_new_tokens is not None:
+        recipe.generation.max_new_tokens = max_new_tokens
+    set_verbosity()
+    trained = find_checkpoint(run_dir, recipe.task).load()
+    rows = [PROMPT_ROWS[recipe.data.format](prompt) for prompt in prompts]
+    return [out["generation"] for out in predict(recipe, trained, rows, ["--prompt"] * len(rows))]

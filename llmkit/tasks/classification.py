@@ -1,0 +1,156 @@
+"""Sequence classification: a text, or a pair of texts, → one of N labels, on BERT-style encoders and on decoders.
+
+`AutoModelForSequenceClassification` pools [CLS] on encoders and the last non-pad token on decoders (GPT-2, Llama),
+which is why `models.load_model` makes the model's pad id the tokenizer's. Trains on transformers' `Trainer` with
+llmkit's loss (`llmkit.losses`: right under gradient accumulation, optionally class-weighted) and scikit-learn
+metrics at every evaluation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase, Trainer
+
+from llmkit.data.classification import Encoder, check_known, label_names, oversample
+from llmkit.data.load import load_source, load_splits
+from llmkit.data.sources import Rows
+from llmkit.data.tokens import TokenStats
+from llmkit.job import Job, Prepared, prepare_examples, say
+from llmkit.losses import batch_loss
+from llmkit.metrics import ExtraMetrics, compute_classification, evaluate_split, train_and_score
+from llmkit.models import Trained
+from llmkit.recipe import Recipe
+
+HEADLINE = ("accuracy", "f1_macro", "mcc", "loss")  # printed before and after training
+UNSEEN = "never appears in the training data, so the classifier cannot predict it"
+
+
+def encoder(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, overlong: str | None = None) -> Encoder:
+    data = recipe.data
+    return Encoder(tokenizer, data.format == "sentence-pair", data.max_length, overlong or data.overlong)
+
+
+def encode_splits(job: Job, tokenizer: PreTrainedTokenizerBase) -> tuple[Prepared, list[str]]:
+    """Training and held-out examples, and the label names in id order (from the recipe or the training data)."""
+    data = job.recipe.data
+    train_rows, eval_rows = load_splits(data)
+    names = label_names(train_rows, job.recipe.classification)
+    if eval_rows is not None:
+        check_known(eval_rows, names, UNSEEN)
+    ids = {name: i for i, name in enumerate(names)}
+    prepared = prepare_examples(
+        train_rows,
+        eval_rows,
+        lambda rows: encoder(job.recipe, tokenizer).examples(rows, ids),
+        f"(all longer than data.max_length={data.max_length}); raise max_length or set data.overlong: truncate",
+    )
+    say(f"training examples per label: {_counts(prepared.train, names)}")
+    return prepared, names
+
+
+def prepare(job: Job, tokenizer: PreTrainedTokenizerBase) -> Prepared:
+    return encode_splits(job, tokenizer)[0]
+
+
+def _counts(examples: list[dict[str, Any]], names: list[str]) -> str:
+    counts = np.bincount([int(ex["labels"]) for ex in examples], minlength=len(names))
+    return ", ".join(f"{name} {n}" for name, n in zip(names, counts, strict=True))
+
+
+def _trainer(model: Any, tokenizer: Any, extra: ExtraMetrics, **kwargs: Any) -> Trainer:
+    return Trainer(
+        model=model,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
+        compute_metrics=compute_classification(extra),
+        **kwargs,
+    )
+
+
+def run(job: Job) -> dict[str, Any]:
+    recipe = job.recipe
+    section = recipe.classification
+    tokenizer = job.tokenizer()
+    prepared, names = encode_splits(job, tokenizer)
+    test = _test_examples(job, tokenizer, names)
+    extra = ExtraMetrics(recipe.evaluation.extra_metrics)
+
+    train, class_weights = prepared.train, None
+    if section.balance == "oversample":
+        seed = recipe.training.seed if recipe.training.seed is not None else 42
+        train, _ = oversample(train, prepared.train_where, seed)
+        say(f"oversampled the training set to {_counts(train, names)}")
+    elif section.balance == "class_weights":
+        from sklearn.utils.class_weight import compute_class_weight
+
+        labels = [int(ex["labels"]) for ex in train]
+        class_weights = compute_class_weight("balanced", classes=np.arange(len(names)), y=labels).tolist()
+        say("class weights: " + ", ".join(f"{n} {w:.3g}" for n, w in zip(names, class_weights, strict=True)))
+
+    args = job.training_args(evaluate=bool(prepared.held_out))
+    job.plan_steps(len(train), args)
+    model = job.model(tokenizer, id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
+    trainer = _trainer(
+        model,
+        tokenizer,
+        extra,
+        args=args,
+        train_dataset=train,
+        eval_dataset=prepared.held_out or None,
+        compute_loss_func=batch_loss(class_weights, args.label_smoothing_factor),
+        callbacks=job.callbacks,
+    )
+    metrics = train_and_score(job, trainer, test, HEADLINE)
+    job.save(trainer.model, tokenizer)
+    return metrics
+
+
+def _test_examples(job: Job, tokenizer: Any, names: list[str]) -> list[dict[str, Any]] | None:
+    data = job.recipe.data
+    if data.test is None:
+        return None
+    rows = load_source(data.test, data)
+    check_known(rows, names, UNSEEN)
+    examples, _, stats = encoder(job.recipe, tokenizer).examples(rows, {n: i for i, n in enumerate(names)})
+    say(f"test: {stats.summary(rows.name)}")
+    job.fingerprints["test"] = rows.describe()
+    return examples
+
+
+# ---------------------------------------------------------------- llmkit eval / llmkit predict
+
+
+def trained_labels(trained: Trained) -> list[str]:
+    id2label = trained.model.config.id2label
+    return [id2label[i] for i in range(len(id2label))]
+
+
+def evaluate(job: Job, trained: Trained, rows: Rows, prefix: str) -> dict[str, float]:
+    """The task's metrics on `rows` for a trained model (`llmkit eval`)."""
+    names = trained_labels(trained)
+    check_known(rows, names, "is not one the checkpoint was trained on")
+    examples, _, stats = encoder(job.recipe, trained.tokenizer).examples(rows, {n: i for i, n in enumerate(names)})
+    say(f"{prefix}: {stats.summary(rows.name)}")
+    extra = ExtraMetrics(job.recipe.evaluation.extra_metrics)
+    args = job.training_args()
+    trainer = _trainer(trained.model, trained.tokenizer, extra, args=args, compute_loss_func=batch_loss())
+    return evaluate_split(trainer, examples, prefix)
+
+
+@torch.no_grad()
+def predict(recipe: Recipe, trained: Trained, rows: list[dict[str, Any]], origins: list[str]) -> list[dict[str, Any]]:
+    """The most likely label of each row and the probability of every label (`llmkit predict`)."""
+    names = trained_labels(trained)
+    enc = encoder(recipe, trained.tokenizer, overlong="truncate")  # a prediction is never dropped
+    stats = TokenStats()
+    features = [enc.encode(row, origin, stats) for row, origin in zip(rows, origins, strict=True)]
+    batch = DataCollatorWithPadding(trained.tokenizer)(features)
+    batch = {k: v.to(trained.model.device) for k, v in batch.items()}
+    probabilities = trained.model(**batch).logits.float().softmax(-1).cpu().tolist()
+    return [
+        {"prediction": names[p.index(max(p))], "probabilities": {n: round(q, 6) for n, q in zip(names, p, strict=True)}}
+        for p in probabilities
+    ]
