@@ -103,6 +103,8 @@ class Job:
             head=head or self.head,
             model_type=self.base.model_type,
             total_steps=self.total_steps,
+            model_name=self.recipe.model.name,
+            model_path=self.base.path,
         )
 
     def model(self, tokenizer: PreTrainedTokenizerBase, head: str | None = None, **load_kwargs: Any) -> Any:
@@ -145,7 +147,7 @@ class Job:
 
     def save(self, model: Any, tokenizer: PreTrainedTokenizerBase, **meta: Any) -> None:
         """Weights (adapter or full model) in safetensors, the tokenizer, and what reloading needs to know."""
-        model.save_pretrained(self.run.work)
+        self.recipe.method.save(model, self.run.work)
         tokenizer.save_pretrained(self.run.work)
         self.trained_model, self.trained_tokenizer = model, tokenizer
         info = {

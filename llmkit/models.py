@@ -158,13 +158,16 @@ class Trained:
     info: dict[str, Any]
 
 
-def load_trained(run_dir: str | os.PathLike[str], head_kwargs: dict[str, Any] | None = None) -> Trained:
+def load_trained(
+    run_dir: str | os.PathLike[str], head_kwargs: dict[str, Any] | None = None, merged: bool = False
+) -> Trained:
     """Reload what `llmkit train` wrote. Adapter runs load their base model again (from the hub, a directory, the
-    GGUF cache or a packaged model, as the recipe named it) and put the adapter on it."""
+    GGUF cache or a packaged model, as the recipe named it, 4-bit for QLoRA) and put the adapter on it; with
+    `merged=True` the method folds its weights into the base instead (`llmkit merge`)."""
     import json
 
     from llmkit.families import resolve_model
-    from llmkit.methods import METHODS
+    from llmkit.methods import METHODS, MethodContext
 
     run_dir = Path(run_dir)
     meta = run_dir / "llmkit.json"
@@ -179,5 +182,14 @@ def load_trained(run_dir: str | os.PathLike[str], head_kwargs: dict[str, Any] | 
     else:
         section = ModelSection(**info["base_model"])
         base = resolve_base(section, resolve_model(section.name, section.gguf_file, section.revision))
-        model = method.reload(load_model(base, info["head"], tokenizer, **kwargs), run_dir)
+        ctx = MethodContext(
+            family=info["family"],
+            task=info["task"],
+            head=info["head"],
+            model_type=info["model_type"],
+            model_name=section.name,
+            model_path=base.path,
+        )
+        base_model = load_model(base, info["head"], tokenizer, **kwargs, **method.load_kwargs(ctx))
+        model = method.merged(base_model, run_dir) if merged else method.reload(base_model, run_dir)
     return Trained(model.eval(), tokenizer, info)
