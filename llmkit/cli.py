@@ -41,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index", type=int, default=0, help="which example (default 0)")
     p.add_argument("--split", choices=("train", "validation"), default="train")
     p.add_argument("--tokens", action="store_true", help="also list every token with its label")
+
+    p = sub.add_parser("merge", help="fold a finished run's adapter into its base; save a plain transformers model")
+    p.add_argument("run_dir", help="a finished run (the output_dir of `llmkit train`)")
+    p.add_argument("--output", required=True, help="directory for the merged model (must not exist or be empty)")
     return parser
 
 
@@ -92,7 +96,14 @@ def cmd_inspect_data(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "validate": cmd_validate, "inspect-data": cmd_inspect_data}
+def cmd_merge(args: argparse.Namespace) -> int:
+    from llmkit.merge import merge
+
+    print(f"output: {merge(args.run_dir, args.output)}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "validate": cmd_validate, "inspect-data": cmd_inspect_data, "merge": cmd_merge}
 
 
 if __name__ == "__main__":

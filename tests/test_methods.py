@@ -55,19 +55,22 @@ def adapter_runs(tiny_dirs, tmp_path_factory):
     return get
 
 
-def _case(name, family, head, tiny_dirs, adapter_runs) -> Case:
-    keys = dict(SMALL.get(name, {}))
+def _case(name, family, head, tiny_dirs, adapter_runs, **options) -> Case:
+    keys = {**SMALL.get(name, {}), **options}
     if name == "adapter_fusion":
         keys["adapters"] = adapter_runs(family, head)
     return Case(method(name, **keys), tiny_dirs[family], head)
 
 
-CASES = model_level_cases()
+CASES = [(name, family, head, "") for name, family, head in model_level_cases()]
+# DoRA and rsLoRA are options of lora (and qlora); they run on every cell lora does.
+OPTIONS = {"dora": {"use_dora": True}, "rslora": {"use_rslora": True}}
+CASES += [(n, f, h, option) for n, f, h, _ in CASES if n in ("lora", "qlora") for option in OPTIONS]
 
 
-@pytest.mark.parametrize(("name", "family", "head"), CASES, ids=["-".join(c) for c in CASES])
-def test_method_trains_only_its_parameters_and_reloads(name, family, head, tiny_dirs, adapter_runs, tmp_path):
-    case = _case(name, family, head, tiny_dirs, adapter_runs)
+@pytest.mark.parametrize(("name", "family", "head", "option"), CASES, ids=["-".join(filter(None, c)) for c in CASES])
+def test_method_trains_only_its_parameters_and_reloads(name, family, head, option, tiny_dirs, adapter_runs, tmp_path):
+    case = _case(name, family, head, tiny_dirs, adapter_runs, **OPTIONS.get(option, {}))
     model = case.applied()
     before = snapshot(model)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -110,3 +113,17 @@ def test_method_trains_only_its_parameters_and_reloads(name, family, head, tiny_
         assert torch.allclose(logits(plain, data), expected, atol=atol), (
             f"merged logits differ by {(logits(plain, data) - expected).abs().max():.2e}"
         )
+
+
+def test_rslora_scales_by_the_square_root_of_the_rank(tiny_dirs):
+    for use_rslora, scale in ((False, 16 / 4), (True, 16 / 4**0.5)):
+        case = Case(method("lora", r=4, alpha=16, use_rslora=use_rslora), tiny_dirs["llama"], "causal_lm")
+        layer = case.applied().base_model.model.model.layers[0].self_attn.q_proj
+        assert layer.scaling["default"] == pytest.approx(scale)
+
+
+def test_dora_learns_a_magnitude_per_output_feature(tiny_dirs):
+    case = Case(method("lora", r=4, use_dora=True), tiny_dirs["llama"], "causal_lm")
+    layer = case.applied().base_model.model.model.layers[0].self_attn.q_proj
+    magnitude = layer.lora_magnitude_vector["default"].weight
+    assert magnitude.requires_grad and magnitude.shape == (layer.out_features,)
