@@ -143,9 +143,16 @@ def load_model(base: ResolvedModel, head: str, tokenizer: PreTrainedTokenizerBas
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameter counts."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    """(trainable, total) parameter counts. A bitsandbytes 4-bit weight packs two values per byte of storage, so it
+    counts its values, not its bytes (as peft's own count does)."""
+
+    def values(p: torch.nn.Parameter) -> int:
+        if type(p).__name__ == "Params4bit":
+            return p.numel() * 2 * p.element_size()
+        return p.numel()
+
+    trainable = sum(values(p) for p in model.parameters() if p.requires_grad)
+    total = sum(values(p) for p in model.parameters())
     return trainable, total
 
 

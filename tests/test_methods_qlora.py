@@ -104,3 +104,11 @@ def test_a_new_classification_head_stays_full_precision_and_trains(family, tiny_
     assert trainable_head, "the head does not train"
     assert all(head[n].dtype == torch.float32 for n in trainable_head)
     assert sum(isinstance(m, bnb.nn.Linear4bit) for m in model.modules()) > 0
+
+
+def test_parameter_counts_count_4bit_values_not_bytes(tiny_dirs):
+    from llmkit.models import count_parameters
+
+    quantised = Case(method("qlora", r=4), tiny_dirs["llama"], "causal_lm").applied()
+    full_precision = Case(method("lora", r=4), tiny_dirs["llama"], "causal_lm").applied()
+    assert count_parameters(quantised) == count_parameters(full_precision)

@@ -17,8 +17,9 @@ StepsOrFraction = Field(ge=0, description="optimizer steps, or a fraction of the
 
 
 class AdaLoraMethod(MethodConfig):
-    """Ranks start at `init_r` and shrink to an average of `target_r`: warm-up for `tinit` steps, a cubic budget
-    decrease, then `tfinal` steps of training at the final ranks."""
+    """LoRA whose rank budget is reallocated during training (Zhang et al., 2023): ranks start at `init_r` and shrink
+    to an average of `target_r` (warm-up for `tinit` steps, a cubic budget decrease, then `tfinal` steps at the
+    final ranks)."""
 
     name: Literal["adalora"] = "adalora"
     init_r: int = Field(12, gt=0, description="rank every matrix starts with")

@@ -14,7 +14,8 @@ NOT_LINEAR = "an adapter is a non-linear block after a layer, not a change to th
 
 
 class AdapterMethod(MethodConfig):
-    """Adds 2 · width² / reduction_factor parameters per place; the base model stays frozen."""
+    """Bottleneck adapters (Houlsby et al., 2019; Pfeiffer et al., 2021) after transformer sub-layers, the base
+    frozen: 2 · width² / reduction_factor parameters per place."""
 
     name: Literal["adapter"] = "adapter"
     architecture: Literal["houlsby", "pfeiffer"] = Field(

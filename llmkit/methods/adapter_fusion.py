@@ -16,7 +16,8 @@ LAYOUT = "fusion_adapters.json"  # the fused adapters' settings, so a fusion run
 
 
 class AdapterFusionMethod(MethodConfig):
-    """The fusion run saves the frozen adapters with its own weights, so it reloads on its own."""
+    """AdapterFusion (Pfeiffer et al., 2021): an attention over the outputs of several frozen `adapter` runs trains,
+    with the task head. The run saves the fused adapters too, so it reloads on its own."""
 
     name: Literal["adapter_fusion"] = "adapter_fusion"
     adapters: list[str] = Field(description="directories of finished `method: adapter` runs on this recipe's model")

@@ -10,8 +10,8 @@ _NO_BIAS = "it trains only bias terms, and {} models have none"
 
 
 class BitFitMethod(MethodConfig):
-    """Every weight matrix stays bit-identical; the run saves only the biases (and head) it trained, and
-    `llmkit merge` writes them into a full model."""
+    """BitFit (Ben Zaken et al., 2022): only the bias terms (and a new task head) train; every weight matrix stays
+    bit-identical. The run saves only what trained; `llmkit merge` writes the full model."""
 
     name: Literal["bitfit"] = "bitfit"
 

@@ -11,8 +11,8 @@ from llmkit.methods.lora import ModulesToSave, peft_task_kwargs
 
 
 class Ia3Method(MethodConfig):
-    """Fewest trainable parameters of the additive methods: one vector per targeted layer. `auto` uses peft's
-    per-architecture choice of key, value and feed-forward layers."""
+    """IA³ (Liu et al., 2022): one learned vector per targeted layer rescales keys, values and feed-forward
+    activations, the fewest trainable parameters here. `auto` uses peft's per-architecture choice of layers."""
 
     name: Literal["ia3"] = "ia3"
     target_modules: Literal["auto"] | list[str] = Field("auto", description="'auto' or module names to rescale")

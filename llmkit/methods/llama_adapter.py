@@ -13,7 +13,8 @@ _CLS = "peft's adaption prompt neither trains nor saves a classification head"
 
 
 class LlamaAdapterMethod(MethodConfig):
-    """The gate starts at zero, so training starts from the base model's behaviour exactly."""
+    """LLaMA-Adapter (Zhang et al., 2023) as peft's adaption prompt: trained prompts in the top layers, attended
+    through a gate that starts at zero, so training starts exactly from the base model."""
 
     name: Literal["llama_adapter"] = "llama_adapter"
     adapter_len: int = Field(10, gt=0, description="adaption prompt length per layer")

@@ -37,7 +37,7 @@ class LoraMethod(MethodConfig):
     alpha: Alpha = 16
     dropout: Dropout = 0.05
     target_modules: TargetModules = "auto"
-    bias: Literal["none", "all", "lora_only"] = "none"
+    bias: Literal["none", "all", "lora_only"] = Field("none", description="which biases also train")
     use_dora: bool = Field(False, description="weight-decomposed LoRA (DoRA)")
     use_rslora: bool = Field(False, description="rank-stabilised scaling alpha / sqrt(r)")
     modules_to_save: ModulesToSave = None

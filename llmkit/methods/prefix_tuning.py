@@ -11,7 +11,8 @@ from llmkit.methods.lora import peft_task_kwargs
 
 
 class PrefixTuningMethod(MethodConfig):
-    """The model's weights stay frozen; each layer attends to `num_virtual_tokens` trained prefix positions."""
+    """Prefix tuning (Li & Liang, 2021): every attention layer attends to `num_virtual_tokens` trained key/value
+    positions; the model's weights stay frozen."""
 
     name: Literal["prefix_tuning"] = "prefix_tuning"
     num_virtual_tokens: int = Field(20, gt=0, description="prefix length per layer")

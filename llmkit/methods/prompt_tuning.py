@@ -17,7 +17,8 @@ _POOLS_PAD = (
 
 
 class PromptTuningMethod(MethodConfig):
-    """Only `num_virtual_tokens` input embeddings train. `init_text` starts them from a task description's tokens."""
+    """Prompt tuning (Lester et al., 2021): only `num_virtual_tokens` input embeddings train; `init_text` starts them
+    from a task description's tokens."""
 
     name: Literal["prompt_tuning"] = "prompt_tuning"
     num_virtual_tokens: int = Field(20, gt=0, description="soft-prompt length")

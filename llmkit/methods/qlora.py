@@ -18,7 +18,8 @@ BNB_PIN = "bitsandbytes>=0.50,<0.51"
 
 
 class QLoraMethod(LoraMethod):
-    """LoRA over a 4-bit base. `llmkit merge` dequantises the base and folds the adapter into full-precision weights."""
+    """LoRA over a base quantised to bitsandbytes 4-bit (Dettmers et al., 2023); every lora key applies.
+    `llmkit merge` dequantises the base and folds the adapter into full-precision weights."""
 
     name: Literal["qlora"] = "qlora"  # type: ignore[assignment]
     quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type: NormalFloat4 or FP4")
