@@ -38,7 +38,7 @@ METHOD_RUNS: dict[str, tuple[dict, float]] = {
     "ia3": ({"name": "ia3"}, 3e-3),
     "prefix_tuning": ({"name": "prefix_tuning", "num_virtual_tokens": 20}, 5e-3),
     "prompt_tuning": ({"name": "prompt_tuning", "num_virtual_tokens": 20}, 3e-2),
-    "llama_adapter": ({"name": "llama_adapter", "adapter_len": 10, "adapter_layers": 8}, 9e-3),
+    "llama_adapter": ({"name": "llama_adapter", "adapter_len": 10}, 9e-3),
     "bitfit": ({"name": "bitfit"}, 1e-3),
     "adapter": ({"name": "adapter", "architecture": "houlsby", "reduction_factor": 16}, 1e-3),
     "adapter_fusion": ({"name": "adapter_fusion"}, 5e-5),  # adapters: the `adapter` run + one more, trained first
@@ -137,10 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="packaged:smollm2-135m-instruct")
     parser.add_argument("--tiny", action="store_true", help="a tiny random Llama instead (checks the script)")
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=256)
-    parser.add_argument("--eval-samples", type=int, default=48)
+    parser.add_argument("--eval-samples", type=int, default=32)
     parser.add_argument("--methods", default=",".join(METHOD_RUNS), help="comma-separated labels")
     parser.add_argument("--work", default="outputs/bench-methods", help="where runs and logs go (must be new)")
     parser.add_argument("--output", default="bench/methods-results.json")
