@@ -18,6 +18,16 @@ from llmkit.recipe import ModelSection
 
 TASK_OF_HEAD = {"causal_lm": "sft", "seq_cls": "classification", "seq2seq_lm": "seq2seq"}
 STEPS = 8
+# Small sizes, so each tiny model trains in about a second; every other key keeps its default.
+SMALL = {
+    "lora": {"r": 4, "target_modules": "all-linear"},
+    "qlora": {"r": 4, "target_modules": "all-linear"},
+    "adalora": {"init_r": 6, "target_r": 2, "tinit": 1, "tfinal": 2},
+    "prefix_tuning": {"num_virtual_tokens": 4},
+    "prompt_tuning": {"num_virtual_tokens": 4},
+    "adapter": {"reduction_factor": 4},
+    "llama_adapter": {"adapter_len": 4},
+}
 
 
 @dataclass

@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from methods_harness import Case, batch, logits, method, snapshot, train
+from methods_harness import SMALL, Case, batch, logits, method, snapshot, train
 
 from llmkit.methods import METHODS
 from llmkit.methods.matrix import model_level_cases
@@ -16,16 +16,6 @@ from llmkit.models import HEADS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-# Small sizes so each case trains in about a second; every other key keeps its default.
-SMALL = {
-    "lora": {"r": 4, "target_modules": "all-linear"},
-    "qlora": {"r": 4, "target_modules": "all-linear"},
-    "adalora": {"init_r": 6, "target_r": 2, "tinit": 1, "tfinal": 2},
-    "prefix_tuning": {"num_virtual_tokens": 4},
-    "prompt_tuning": {"num_virtual_tokens": 4},
-    "adapter": {"reduction_factor": 4},
-    "llama_adapter": {"adapter_len": 4},
-}
 # Merged logits against unmerged ones, float32: only summation order differs (QLoRA's 4-bit base is dequantised
 # exactly; its default bfloat16 compute rounds the unmerged forward, the merged model computes in float32).
 MERGE_ATOL = {"qlora": 3e-2}

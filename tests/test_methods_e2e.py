@@ -9,6 +9,7 @@ import pytest
 import torch
 import transformers
 from conftest import run_cli, sft_recipe, write_recipe
+from methods_harness import SMALL
 from safetensors.torch import load_file
 
 import llmkit
@@ -19,15 +20,6 @@ from llmkit.models import load_trained
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("one_thread")]
 
-KEYS = {
-    "lora": {"r": 4, "target_modules": "all-linear"},
-    "qlora": {"r": 4, "target_modules": "all-linear"},
-    "adalora": {"init_r": 4, "target_r": 2, "tinit": 1, "tfinal": 1},
-    "prefix_tuning": {"num_virtual_tokens": 4},
-    "prompt_tuning": {"num_virtual_tokens": 4},
-    "adapter": {"reduction_factor": 4},
-    "llama_adapter": {"adapter_len": 4},
-}
 SFT = [name for name, cls in METHODS.items() if supported(cls, "gpt2", "sft") or supported(cls, "llama", "sft")]
 
 
@@ -63,7 +55,7 @@ def _logits(model, tokenizer):
 
 @pytest.mark.parametrize("name", [n for n in SFT if n != "adapter_fusion"])
 def test_every_method_runs_an_sft_recipe_and_reloads(name, runs, capfd):
-    result = runs(name, **KEYS.get(name, {}))
+    result = runs(name, **SMALL.get(name, {}))
     metrics = result.metrics
     trainable, total = metrics["trainable_params"], metrics["total_params"]
     assert 0 < trainable < total or (name == "full" and trainable == total)
@@ -81,15 +73,15 @@ def test_every_method_runs_an_sft_recipe_and_reloads(name, runs, capfd):
 
 
 def test_adalora_reallocates_ranks_inside_the_real_trainer(runs):
-    result = runs("adalora", **KEYS["adalora"])
+    result = runs("adalora", **SMALL["adalora"])
     pattern = json.loads((result.output_dir / "adapter_config.json").read_text())["rank_pattern"]
     assert pattern, "the Trainer never called update_and_allocate"
     assert sum(sum(mask) for mask in pattern.values()) == 2 * len(pattern)  # target_r on average
 
 
 def test_adapter_fusion_over_two_adapter_runs(tiny_dirs, instructions_small, tmp_path, runs):
-    first = runs("adapter", **KEYS["adapter"]).output_dir
-    second = runs("adapter", **KEYS["adapter"], activation="gelu").output_dir
+    first = runs("adapter", **SMALL["adapter"]).output_dir
+    second = runs("adapter", **SMALL["adapter"], activation="gelu").output_dir
     recipe = sft_recipe(tiny_dirs["llama"], instructions_small, tmp_path / "fusion")
     recipe["method"] = {"name": "adapter_fusion", "adapters": [str(first), str(second)]}
     recipe["training"]["max_steps"] = 3
@@ -112,12 +104,12 @@ def test_adapter_fusion_over_two_adapter_runs(tiny_dirs, instructions_small, tmp
 
 # Merged vs unmerged logits, float32. QLoRA's unmerged forward computes in bfloat16 (its default compute dtype).
 MERGES = {
-    "lora": ("llama", KEYS["lora"], 1e-4),
-    "dora": ("gpt2", {**KEYS["lora"], "use_dora": True}, 1e-4),
-    "rslora": ("llama", {**KEYS["lora"], "use_rslora": True}, 1e-4),
-    "qlora-gpt2": ("gpt2", KEYS["qlora"], 3e-2),
-    "qlora-llama-float32": ("llama", {**KEYS["qlora"], "compute_dtype": "float32"}, 1e-4),
-    "adalora": ("llama", KEYS["adalora"], 1e-4),
+    "lora": ("llama", SMALL["lora"], 1e-4),
+    "dora": ("gpt2", {**SMALL["lora"], "use_dora": True}, 1e-4),
+    "rslora": ("llama", {**SMALL["lora"], "use_rslora": True}, 1e-4),
+    "qlora-gpt2": ("gpt2", SMALL["qlora"], 3e-2),
+    "qlora-llama-float32": ("llama", {**SMALL["qlora"], "compute_dtype": "float32"}, 1e-4),
+    "adalora": ("llama", SMALL["adalora"], 1e-4),
     "ia3": ("gpt2", {}, 1e-4),
     "bitfit": ("gpt2", {}, 1e-4),
 }
@@ -141,7 +133,7 @@ def test_merge_writes_a_plain_transformers_model_with_the_same_logits(label, run
 
 
 def test_merge_says_what_cannot_merge(runs, tmp_path):
-    run = runs("prefix_tuning", **KEYS["prefix_tuning"]).output_dir
+    run = runs("prefix_tuning", **SMALL["prefix_tuning"]).output_dir
     code, _, err = run_cli("merge", str(run), "--output", str(tmp_path / "m"))
     assert code == 2 and "method prefix_tuning cannot be merged: its prefixes are extra attention keys" in err
     run = runs("full").output_dir
@@ -151,6 +143,6 @@ def test_merge_says_what_cannot_merge(runs, tmp_path):
     assert code == 2 and "is not a finished llmkit run" in err
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "x").write_text("")
-    code, _, err = run_cli("merge", str(runs("lora", **KEYS["lora"]).output_dir), "--output", str(tmp_path / "taken"))
+    code, _, err = run_cli("merge", str(runs("lora", **SMALL["lora"]).output_dir), "--output", str(tmp_path / "taken"))
     assert code == 2 and "already exists and is not empty" in err
     assert not (tmp_path / "m").exists()
