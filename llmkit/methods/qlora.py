@@ -38,7 +38,10 @@ class QLoraMethod(LoraMethod):
         import torch
         from transformers import BitsAndBytesConfig
 
+        # Trainer never moves a quantised model, so on a GPU it must load onto this process's device.
+        device = {"device_map": {"": torch.cuda.current_device()}} if torch.cuda.is_available() else {}
         return {
+            **device,
             "quantization_config": BitsAndBytesConfig(
                 load_in_4bit=True,
                 bnb_4bit_quant_type=self.quant_type,
@@ -47,7 +50,7 @@ class QLoraMethod(LoraMethod):
                 # A new classification head must train in full precision; naming any module drops transformers'
                 # default skip list, so the LM head is named too.
                 llm_int8_skip_modules=["lm_head", *head_module_names(ctx.head)],
-            )
+            ),
         }
 
     def _fan_in_fan_out(self, ctx: MethodContext) -> bool:
