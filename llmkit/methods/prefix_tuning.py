@@ -20,7 +20,7 @@ class PrefixTuningMethod(MethodConfig):
     encoder_hidden_size: int | None = Field(None, gt=0, description="hidden size of that MLP (default: model width)")
 
     excluded: ClassVar[dict[tuple[str, str], str]] = {
-        ("t5", "classification"): "peft's prefix does not fit T5ForSequenceClassification's attention mask"
+        ("t5", "classification"): "peft's prefixes do not fit T5ForSequenceClassification, which fails on them"
     }
     merge_note = "its prefixes are extra attention keys and values, not a change to any weight"
 
