@@ -14,9 +14,9 @@ import transformers
 from llmkit import models
 from llmkit.families import family_of
 from llmkit.methods import METHODS, MethodConfig, MethodContext
+from llmkit.methods.matrix import HEAD_TASK
 from llmkit.recipe import ModelSection
 
-TASK_OF_HEAD = {"causal_lm": "sft", "seq_cls": "classification", "seq2seq_lm": "seq2seq"}
 STEPS = 8
 # Small sizes, so each tiny model trains in about a second; every other key keeps its default.
 SMALL = {
@@ -48,7 +48,7 @@ class Case:
         base = self.base
         return MethodContext(
             family=base.family,
-            task=TASK_OF_HEAD[self.head],
+            task=HEAD_TASK[self.head],
             head=self.head,
             model_type=base.model_type,
             total_steps=total_steps,
