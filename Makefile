@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 RECIPE ?= recipes/llama-sft-lora.yaml
 ARGS ?=
 
-.PHONY: install test test-fast lint format docs quickstart finetune-lora bench clean
+.PHONY: install test test-fast lint format docs quickstart finetune-lora bench bench-methods clean
 
 install: $(STAMP)
 
@@ -45,6 +45,9 @@ finetune-lora: install
 
 bench: install
 	$(BIN)/python bench/sft_throughput.py --output bench/results.json
+
+bench-methods: install
+	$(BIN)/python bench/methods.py --output bench/methods-results.json --markdown docs/methods-benchmark.md $(ARGS)
 
 clean:
 	rm -rf outputs .pytest_cache .ruff_cache

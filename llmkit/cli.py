@@ -62,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="the run's output directory")
     p.add_argument("--prompt", action="append", required=True, help="what to ask; repeat for several prompts")
     p.add_argument("--max-new-tokens", type=int, help="override the run's generation.max_new_tokens")
+
+    p = sub.add_parser("merge", help="fold a finished run's adapter into its base; save a plain transformers model")
+    p.add_argument("run_dir", help="a finished run (the output_dir of `llmkit train`)")
+    p.add_argument("--output", required=True, help="directory for the merged model (must not exist or be empty)")
     return parser
 
 
@@ -161,6 +165,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_merge(args: argparse.Namespace) -> int:
+    from llmkit.merge import merge
+
+    print(f"output: {merge(args.run_dir, args.output)}")
+    return 0
+
+
 COMMANDS = {
     "train": cmd_train,
     "validate": cmd_validate,
@@ -169,6 +180,7 @@ COMMANDS = {
     "eval": cmd_eval,
     "predict": cmd_predict,
     "generate": cmd_generate,
+    "merge": cmd_merge,
 }
 
 

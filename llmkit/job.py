@@ -157,6 +157,8 @@ class Job:
             head=head or self.head,
             model_type=self.base.model_type,
             total_steps=self.total_steps,
+            model_name=self.recipe.model.name,
+            model_path=self.base.path,
         )
 
     def model(self, tokenizer: PreTrainedTokenizerBase, head: str | None = None, **load_kwargs: Any) -> Any:
@@ -218,7 +220,7 @@ class Job:
         self.trained_model, self.trained_tokenizer = model, tokenizer
         if not is_main_process():
             return
-        model.save_pretrained(self.run.work)
+        self.recipe.method.save(model, self.run.work)
         tokenizer.save_pretrained(self.run.work)
         info = {
             "task": self.recipe.task,

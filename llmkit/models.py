@@ -145,9 +145,16 @@ def load_model(base: ResolvedModel, head: str, tokenizer: PreTrainedTokenizerBas
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameter counts."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    """(trainable, total) parameter counts. A bitsandbytes 4-bit weight packs two values per byte of storage, so it
+    counts its values, not its bytes (as peft's own count does)."""
+
+    def values(p: torch.nn.Parameter) -> int:
+        if type(p).__name__ == "Params4bit":
+            return p.numel() * 2 * p.element_size()
+        return p.numel()
+
+    trainable = sum(values(p) for p in model.parameters() if p.requires_grad)
+    total = sum(values(p) for p in model.parameters())
     return trainable, total
 
 
@@ -164,14 +171,16 @@ def load_trained(
     run_dir: str | os.PathLike[str],
     head_kwargs: dict[str, Any] | None = None,
     weights: str | os.PathLike[str] | None = None,
+    merged: bool = False,
 ) -> Trained:
     """Reload what `llmkit train` wrote. Adapter runs load their base model again (from the hub, a directory, the
-    GGUF cache or a packaged model, as the recipe named it) and put the adapter on it. `weights`: one of the run's
-    trainer checkpoints (`<run>/checkpoints/checkpoint-N`) to load instead of the final weights."""
+    GGUF cache or a packaged model, as the recipe named it, 4-bit for QLoRA) and put the adapter on it. `weights`: one
+    of the run's trainer checkpoints (`<run>/checkpoints/checkpoint-N`) to load instead of the final weights; with
+    `merged=True` the method folds its weights into the base instead (`llmkit merge`)."""
     import json
 
     from llmkit.families import resolve_model
-    from llmkit.methods import METHODS
+    from llmkit.methods import METHODS, MethodContext
 
     run_dir = Path(run_dir)
     meta = run_dir / "llmkit.json"
@@ -189,5 +198,14 @@ def load_trained(
     else:
         section = ModelSection(**info["base_model"])
         base = resolve_base(section, resolve_model(section.name, section.gguf_file, section.revision))
-        model = method.reload(load_model(base, info["head"], tokenizer, **kwargs), weights)
+        ctx = MethodContext(
+            family=info["family"],
+            task=info["task"],
+            head=info["head"],
+            model_type=info["model_type"],
+            model_name=section.name,
+            model_path=base.path,
+        )
+        base_model = load_model(base, info["head"], tokenizer, **kwargs, **method.load_kwargs(ctx))
+        model = method.merged(base_model, weights) if merged else method.reload(base_model, weights)
     return Trained(model.eval(), tokenizer, info)

@@ -393,7 +393,7 @@ class Recipe(Section):
                 f"task: '{self.task}' cannot run on a {family} model ({ref.model_type}); "
                 f"it needs one of {', '.join(spec.families)}."
             )
-        problems += self.method.problems(family, self.task)
+        problems += self.method.problems(family, self.task, ref.model_type)
         return problems
 
     def to_yaml(self) -> str:

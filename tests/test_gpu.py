@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import sft_recipe
+from conftest import run_cli, sft_recipe
 
 import llmkit
 from llmkit import Recipe
@@ -24,3 +24,14 @@ def test_bf16_lora_sft_on_gpu_learns(tiny_dirs, instructions_small, tmp_path):
     assert result.metrics["eval_loss"] < result.metrics["eval_loss_before"]
     assert result.metrics["peak_memory_kind"] == "cuda_max_allocated"
     assert next(result.model.parameters()).device.type == "cuda"
+
+
+def test_qlora_on_gpu_trains_through_evaluation_and_merges(tiny_dirs, instructions_small, tmp_path):
+    recipe = sft_recipe(tiny_dirs["llama"], instructions_small, tmp_path / "run")
+    recipe["method"] = {"name": "qlora", "r": 8, "target_modules": "all-linear"}
+    recipe["training"].update(eval_steps=5, bf16=True)
+    result = llmkit.Trainer(Recipe.from_dict(recipe)).train()
+    assert result.metrics["eval_loss"] < result.metrics["eval_loss_before"]
+    assert next(p for p in result.model.parameters() if p.requires_grad).device.type == "cuda"
+    code, _, err = run_cli("merge", str(result.output_dir), "--output", str(tmp_path / "merged"))
+    assert code == 0, err

@@ -33,6 +33,16 @@ def test_shipped_recipe_trains_on_a_tiny_model(name, tiny_dirs, tmp_path, monkey
     overrides += ["data.max_train_samples=16", "data.max_eval_samples=4", "training.save_strategy='no'"]
     if recipe["task"] == "seq2seq":
         overrides.append("generation.max_new_tokens=4")  # a random T5 never stops: keep beam search short
+    method = recipe["method"] if isinstance(recipe["method"], str) else recipe["method"]["name"]
+    if method == "llama_adapter":
+        overrides.append("method.adapter_layers=all")  # the recipe's 8 top layers; the tiny model has 2
+    if method == "adapter_fusion":  # fuse two adapters trained here from the shipped adapter recipe, as its notes say
+        adapters = [tmp_path / "adapter-a", tmp_path / "adapter-b"]
+        for adapter in adapters:
+            code, _stdout, stderr = run_cli("train", "recipes/llama-sft-adapter.yaml", *overrides[:1], *overrides[2:],
+                                            f"output_dir={adapter}")  # fmt: skip
+            assert code == 0, stderr[-3000:]
+        overrides.append(f"method.adapters=[{adapters[0]}, {adapters[1]}]")
     code, _stdout, stderr = run_cli("train", f"recipes/{name}", *overrides)
     assert code == 0, stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())

@@ -19,6 +19,8 @@ class MethodContext:
     head: str  # causal_lm, seq_cls or seq2seq_lm
     model_type: str
     total_steps: int | None = None  # the run length, for schedules such as AdaLoRA's
+    model_name: str | None = None  # the recipe's model.name, as written (AdapterFusion checks its adapters' base)
+    model_path: str | None = None  # where from_pretrained finds the base (prompt tuning loads its tokenizer)
 
 
 class MethodConfig(BaseModel):
@@ -28,19 +30,38 @@ class MethodConfig(BaseModel):
 
     families: ClassVar[tuple[str, ...]] = ALL_FAMILIES
     tasks: ClassVar[tuple[str, ...] | None] = None  # None: every task
+    model_types: ClassVar[tuple[str, ...] | None] = None  # None: every model type of its families
+    # (family, task) pairs that fail although both are supported on their own, each with the reason.
+    excluded: ClassVar[dict[tuple[str, str], str]] = {}
     mergeable: ClassVar[bool] = False  # whether `llmkit merge` can fold it into the base weights
+    merge_note: ClassVar[str] = ""  # for methods that cannot merge: why, in one clause
 
-    def problems(self, family: str | None, task: str) -> list[str]:
-        """Cross-checks against the model family and task; one sentence per problem."""
+    @classmethod
+    def why_not(cls, family: str | None, task: str) -> str | None:
+        """Why this method does not fit `family` and `task` together (None if it does, or if the family is unknown)."""
+        keys = ((family, task), (family, "*"), ("*", task))
+        reason = next((cls.excluded[k] for k in keys if k in cls.excluded), None)
+        if reason is not None:
+            return reason
+        if family is not None and family not in cls.families:
+            return f"it supports {', '.join(cls.families)} models"
+        if cls.tasks is not None and task not in cls.tasks:
+            return f"it supports the tasks {', '.join(cls.tasks)}"
+        return None
+
+    def problems(self, family: str | None, task: str, model_type: str | None = None) -> list[str]:
+        """Cross-checks against the model family, task and model type; one sentence per problem."""
         name = self.name  # type: ignore[attr-defined]
-        out = []
-        if family is not None and family not in self.families:
-            out.append(
-                f"method.name: '{name}' does not work on {family} models; it supports {', '.join(self.families)}."
-            )
-        if self.tasks is not None and task not in self.tasks:
-            out.append(f"method.name: '{name}' does not work with task '{task}'; it supports {', '.join(self.tasks)}.")
-        return out
+        reason = self.why_not(family, task)
+        if reason is not None:
+            on = f" on {family} models" if family is not None else ""
+            return [f"method.name: '{name}' does not work for task '{task}'{on}: {reason}."]
+        if model_type is not None and self.model_types is not None and model_type not in self.model_types:
+            return [
+                f"method.name: '{name}' does not work on model type '{model_type}'; "
+                f"it supports {', '.join(self.model_types)}."
+            ]
+        return []
 
     def upstream_config(self, ctx: MethodContext) -> Any:
         """The library config this block becomes (e.g. a peft LoraConfig), built at train start so upstream's own
@@ -61,8 +82,16 @@ class MethodConfig(BaseModel):
 
     saves_full_model: ClassVar[bool] = False  # True: the run directory holds the whole model, not an adapter
 
+    def save(self, model: Any, directory: Any) -> None:
+        """Write what the run trained into `directory` (a peft adapter or a whole model by default)."""
+        model.save_pretrained(directory)
+
     def reload(self, base_model: Any, run_dir: Any) -> Any:
         """Put a finished run's trained weights back onto a freshly loaded base model (peft adapters by default)."""
         from peft import PeftModel
 
         return PeftModel.from_pretrained(base_model, run_dir)
+
+    def merged(self, base_model: Any, run_dir: Any) -> Any:
+        """A plain transformers model with the run's weights folded in (for `llmkit merge`; mergeable methods)."""
+        return self.reload(base_model, run_dir).merge_and_unload()
