@@ -26,7 +26,21 @@ def show_example(recipe: Recipe, index: int = 0, split: str = "train", tokens: b
     )
     if not 0 <= index < len(examples):
         raise LlmkitError(f"--index {index} is out of range: the {split} split has {len(examples)} examples.")
+    if "input_ids" not in examples[index]:  # a preference pair, which TRL tokenises: show it as TRL will
+        return render_pair(examples[index], where[index], tokenizer)
     return render_example(examples[index], where[index], tokenizer, tokens)
+
+
+def render_pair(pair: dict[str, Any], where: str, tokenizer: Any) -> str:
+    """The prompt once, then each answer as the tokens the preference loss scores (marked ⟦…⟧)."""
+    from llmkit.data.preference import tokenize_pair
+
+    ids = tokenize_pair(pair, tokenizer)
+    lines = [f"source: {where}", f"prompt tokens: {len(ids['prompt_ids'])}", "", tokenizer.decode(ids["prompt_ids"])]
+    for key in ("chosen", "rejected"):
+        answer = ids[f"{key}_ids"]
+        lines += ["", f"{key} ({len(answer)} tokens): {TRAINED_OPEN}{tokenizer.decode(answer)}{TRAINED_CLOSE}"]
+    return "\n".join(lines)
 
 
 def render_example(example: dict[str, Any], where: str, tokenizer: Any, tokens: bool = False) -> str:

@@ -6,9 +6,6 @@ torch: `llmkit validate` runs on a laptop without the training stack loaded.
 
 from __future__ import annotations
 
-import ast
-import difflib
-import importlib.util
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -17,10 +14,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from llmkit.data.formats import FORMATS, formats_for_task
-from llmkit.errors import RecipeError
+from llmkit.errors import RecipeError, did_you_mean
 from llmkit.families import ModelRef, family_of, resolve_model
 from llmkit.methods import METHODS, MethodBlock
 from llmkit.tasks import TASKS
+from llmkit.tasks.sections import TASK_SECTIONS, DistillSection, DpoSection, KtoSection, OrpoSection, TrlSection
+from llmkit.upstream import config_fields
 
 
 class Section(BaseModel):
@@ -83,6 +82,9 @@ class DataSection(Section):
     packing: bool = Field(False, description="pack several examples per row; attention stays within each example")
     max_train_samples: int | None = Field(None, gt=0, description="use only the first N training rows")
     max_eval_samples: int | None = Field(None, gt=0, description="use only the first N held-out rows")
+    identical_pairs: Literal["error", "drop"] = Field(
+        "error", description="preference rows whose chosen and rejected are the same: fail, or drop them"
+    )
 
     @field_validator("format")
     @classmethod
@@ -173,6 +175,10 @@ class Recipe(Section):
     method: MethodBlock = Field(default_factory=lambda: METHODS["full"](), description="how to fine-tune")
     training: TrainingSection = Field(default_factory=TrainingSection)
     output_dir: str = Field(description="where the run writes its model, metrics and manifest")
+    dpo: DpoSection | None = Field(None, description="task dpo: trl DPOConfig keys (beta, loss_type, ...)")
+    orpo: OrpoSection | None = Field(None, description="task orpo: trl ORPOConfig keys (beta)")
+    kto: KtoSection | None = Field(None, description="task kto: trl KTOConfig keys (beta, desirable_weight, ...)")
+    distill: DistillSection | None = Field(None, description="task distill: teacher, alpha, temperature, ...")
 
     @field_validator("task")
     @classmethod
@@ -193,6 +199,17 @@ class Recipe(Section):
                 f"data.format '{self.data.format}' does not fit task '{self.task}'; "
                 f"use one of {', '.join(formats_for_task(self.task))}"
             )
+        for name in TASK_SECTIONS:
+            if getattr(self, name) is not None and self.task != name:
+                raise ValueError(f"{name}: only task {name} reads this section; remove it or set task: {name}")
+        if self.data.identical_pairs != "error" and self.data.format not in formats_for_task("dpo"):
+            raise ValueError(
+                "data.identical_pairs applies to preference data only (format preference or alpaca_preference)"
+            )
+        if self.task == "distill":
+            problem = (self.distill or DistillSection()).data_problem(self.data.format)
+            if problem:
+                raise ValueError(problem)
         return self
 
     # ------------------------------------------------------------------ loading
@@ -253,6 +270,8 @@ class Recipe(Section):
                 f"it needs one of {', '.join(spec.families)}."
             )
         problems += self.method.problems(family, self.task)
+        if self.task == "distill" and self.distill is not None:
+            problems += self.distill.family_problems(self.data.format, family)
         return problems
 
     def to_yaml(self) -> str:
@@ -264,8 +283,7 @@ class Recipe(Section):
 
 
 def _suggest(word: str, choices: Any) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
+    return did_you_mean(word, choices)
 
 
 def _method_dict(value: Any) -> Any:
@@ -368,9 +386,13 @@ def _explain(
     # there is also wrong, and the user should see both at once.
     if isinstance(data.get("training"), dict):
         located += [(("training", k), m) for k, m in training_key_problems(data["training"]).items()]
+    trl_sections = {name: cls for name, cls in TASK_SECTIONS.items() if issubclass(cls, TrlSection)}
+    for name, cls in trl_sections.items():
+        if isinstance(data.get(name), dict):
+            located += [((name, k), m) for k, m in cls.key_problems(data[name]).items()]
     for err in exc.errors():
         loc = tuple(str(p) for p in err["loc"] if not isinstance(p, int))
-        if loc == ("training",) and err["type"] == "value_error":
+        if loc in [("training",), *((name,) for name in trl_sections)] and err["type"] == "value_error":
             continue
         loc = tuple(p for i, p in enumerate(loc) if not (i > 0 and loc[i - 1] == "method" and p in METHODS))
         kind = err["type"]
@@ -441,20 +463,6 @@ def training_key_problems(keys: Any) -> dict[str, str]:
     return problems
 
 
-_TRAINING_ARGUMENT_NAMES: set[str] | None = None
-
-
-def training_argument_names() -> set[str] | None:
+def training_argument_names() -> frozenset[str] | None:
     """Field names of transformers' TrainingArguments, read from its source so `validate` never imports torch."""
-    global _TRAINING_ARGUMENT_NAMES
-    if _TRAINING_ARGUMENT_NAMES is None:
-        spec = importlib.util.find_spec("transformers")
-        if spec is None or not spec.submodule_search_locations:
-            return None
-        source = Path(next(iter(spec.submodule_search_locations))) / "training_args.py"
-        tree = ast.parse(source.read_text())
-        cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "TrainingArguments")
-        _TRAINING_ARGUMENT_NAMES = {
-            n.target.id for n in cls.body if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)
-        }
-    return _TRAINING_ARGUMENT_NAMES
+    return config_fields("transformers", "training_args.py", "TrainingArguments")

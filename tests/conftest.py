@@ -85,3 +85,20 @@ def run_cli(*argv: str) -> tuple[int, str, str]:
         except SystemExit as exc:  # argparse errors
             code = exc.code if isinstance(exc.code, int) else 1
     return code, out.getvalue(), err.getvalue()
+
+
+PREFERENCES = REPO / "data" / "instruction-data-with-preference.json"
+
+
+@pytest.fixture(scope="session")
+def preferences_small(tmp_path_factory) -> Path:
+    """48 real preference rows (alpaca layout: instruction / input / chosen / rejected), short enough for tiny
+    models, with no identical pairs."""
+    rows = [
+        r
+        for r in json.loads(PREFERENCES.read_text())
+        if len(r["chosen"]) < 150 and len(r["rejected"]) < 150 and r["chosen"] != r["rejected"]
+    ][:48]
+    path = tmp_path_factory.mktemp("data") / "preferences.json"
+    path.write_text(json.dumps(rows))
+    return path

@@ -74,20 +74,29 @@ def render(
     if fmt == "text":
         return [(row["text"], True)]
     if fmt == "alpaca":
-        user = row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else "")
         if use_chat:
             return chat_segments(
-                [{"role": "user", "content": user}, {"role": "assistant", "content": row["output"]}],
+                [{"role": "user", "content": alpaca_user(row)}, {"role": "assistant", "content": row["output"]}],
                 tokenizer,
                 system_prompt,
             )
-        prompt = ALPACA_PROMPT.format(instruction=row["instruction"])
-        if row.get("input"):
-            prompt += ALPACA_INPUT.format(input=row["input"])
-        return [(prompt + ALPACA_RESPONSE, False), (row["output"], True)]
+        return [(alpaca_prompt(row), False), (row["output"], True)]
     if fmt == "chat":
         return chat_segments(list(row["messages"]), tokenizer, system_prompt)
     raise ValueError(f"format {fmt!r} does not produce text segments")
+
+
+def alpaca_user(row: Mapping[str, Any]) -> str:
+    """An alpaca row's instruction and input as one user message, for chat templates."""
+    return row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else "")
+
+
+def alpaca_prompt(row: Mapping[str, Any]) -> str:
+    """An alpaca row's prompt in the Alpaca text format, up to where the response starts."""
+    prompt = ALPACA_PROMPT.format(instruction=row["instruction"])
+    if row.get("input"):
+        prompt += ALPACA_INPUT.format(input=row["input"])
+    return prompt + ALPACA_RESPONSE
 
 
 def chat_segments(messages: list[dict[str, str]], tokenizer: Any, system_prompt: str | None) -> list[Segment]:

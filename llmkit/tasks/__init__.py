@@ -25,6 +25,26 @@ TASKS: dict[str, TaskSpec] = {
         head="causal_lm",
         doc="supervised fine-tuning of a decoder on instructions, chats or plain text",
     ),
+    "dpo": TaskSpec(
+        families=("gpt2", "llama"),
+        head="causal_lm",
+        doc="direct preference optimisation on chosen / rejected pairs, against a frozen reference (TRL DPOTrainer)",
+    ),
+    "orpo": TaskSpec(
+        families=("gpt2", "llama"),
+        head="causal_lm",
+        doc="odds-ratio preference optimisation: SFT and preference in one loss, no reference (TRL ORPOTrainer)",
+    ),
+    "kto": TaskSpec(
+        families=("gpt2", "llama"),
+        head="causal_lm",
+        doc="Kahneman-Tversky optimisation on answers marked good or bad (TRL KTOTrainer); pairs are unpaired",
+    ),
+    "distill": TaskSpec(
+        families=("bert", "gpt2", "llama", "t5"),
+        head="causal_lm",  # the student's head follows data.format: see llmkit.tasks.distill.student_head
+        doc="a student learns from a frozen teacher's soft targets, or from the teacher's rationales",
+    ),
 }
 
 
