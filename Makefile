@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 RECIPE ?= recipes/llama-sft-lora.yaml
 ARGS ?=
 
-.PHONY: install test test-fast lint format quickstart finetune-lora bench clean
+.PHONY: install test test-fast lint format docs quickstart finetune-lora bench clean
 
 install: $(STAMP)
 
@@ -33,6 +33,9 @@ lint: install
 format: install
 	$(BIN)/ruff format llmkit tests bench
 	$(BIN)/ruff check --fix llmkit tests bench
+
+docs: install
+	$(BIN)/llmkit explain > docs/recipe.md
 
 quickstart: install
 	$(BIN)/llmkit train recipes/quickstart.yaml $(ARGS)

@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check a recipe (all problems at once) and print it resolved")
     _recipe_args(p)
 
+    sub.add_parser("explain", help="print every recipe key with its type, default and meaning (docs/recipe.md)")
+
     p = sub.add_parser("inspect-data", help="show one rendered training example with its label mask")
     _recipe_args(p)
     p.add_argument("--index", type=int, default=0, help="which example (default 0)")
@@ -84,6 +86,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from llmkit.reference import reference
+
+    print(reference(), end="")
+    return 0
+
+
 def cmd_inspect_data(args: argparse.Namespace) -> int:
     recipe = _load(args)
     from llmkit.inspect import show_example
@@ -92,7 +101,7 @@ def cmd_inspect_data(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "validate": cmd_validate, "inspect-data": cmd_inspect_data}
+COMMANDS = {"train": cmd_train, "validate": cmd_validate, "explain": cmd_explain, "inspect-data": cmd_inspect_data}
 
 
 if __name__ == "__main__":

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import resource
 import sys
 import warnings
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import torch
 import transformers
+from accelerate import PartialState
+from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, TrainingArguments
 
 from llmkit import models
@@ -36,8 +40,33 @@ ARG_DEFAULTS: dict[str, Any] = {
 LLMKIT_META = "llmkit.json"
 
 
+def distributed_state(recipe: Recipe) -> PartialState:
+    """The process group, set up before any run-directory work so the processes can wait for one another.
+
+    TrainingArguments is told to reuse it (`use_configured_state`); this is set up the way it would set it up itself,
+    except that a machine without CUDA gets `cpu=True`, without which accelerate runs N independent processes
+    instead of one data-parallel job.
+    """
+    extra = recipe.training.model_extra or {}
+    if extra.get("deepspeed"):
+        os.environ.setdefault("ACCELERATE_USE_DEEPSPEED", "true")
+    kwargs: dict[str, Any] = {"cpu": bool(extra.get("use_cpu")) or not torch.cuda.is_available()}
+    if extra.get("ddp_backend"):
+        kwargs["backend"] = extra["ddp_backend"]
+    if extra.get("ddp_timeout"):
+        kwargs["timeout"] = timedelta(seconds=int(extra["ddp_timeout"]))
+    return PartialState(**kwargs)
+
+
+def is_main_process() -> bool:
+    """True in a single-process run and in rank 0 of a torchrun / accelerate launch."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def say(message: str) -> None:
-    print(f"llmkit: {message}", file=sys.stderr, flush=True)
+    """A line for the user on stderr; through tqdm so it does not break a progress bar that is being drawn."""
+    if is_main_process():
+        tqdm.write(f"llmkit: {message}", file=sys.stderr)
 
 
 @dataclass
@@ -75,11 +104,16 @@ class Job:
     def tokenizer(self) -> PreTrainedTokenizerBase:
         return models.load_tokenizer(self.base)
 
-    def training_args(self, args_class: type[TrainingArguments] = TrainingArguments, **task_defaults: Any) -> Any:
-        """Recipe keys over task defaults over llmkit defaults; upstream's own errors become RecipeErrors."""
+    def training_args(
+        self, args_class: type[TrainingArguments] = TrainingArguments, *, evaluate: bool = False, **task_defaults: Any
+    ) -> Any:
+        """Recipe keys over task defaults over llmkit defaults; upstream's own errors become RecipeErrors.
+        `evaluate`: there is held-out data, so `train` measures it before and after training."""
         kwargs = {**ARG_DEFAULTS, **task_defaults, **self.recipe.training.kwargs()}
+        kwargs.setdefault("eval_on_start", evaluate)
         kwargs["output_dir"] = str(self.run.checkpoints)
         kwargs["remove_unused_columns"] = False
+        kwargs["accelerator_config"] = {**(kwargs.get("accelerator_config") or {}), "use_configured_state": True}
         if kwargs.get("eval_steps") and "eval_strategy" not in self.recipe.training.kwargs():
             kwargs["eval_strategy"] = "steps"
         try:
@@ -127,27 +161,42 @@ class Job:
         return model
 
     def train(self, trainer: transformers.Trainer) -> dict[str, Any]:
-        """Run the training loop (resuming if asked); write its log; return loss, length and speed."""
-        start = _TokensAtStart()
+        """Train (resuming if asked) with held-out evaluation before and after; write the log; return the metrics.
+
+        The evaluation before training runs through `eval_on_start` (set by `training_args`), inside `train()`: an
+        `evaluate()` call before `train()` marks the model as prepared by accelerate without DDP, and every process
+        would then train on its own.
+        """
+        start = _StartOfTraining()
         trainer.add_callback(start)
         result = trainer.train(resume_from_checkpoint=self.resume)
-        history = trainer.state.log_history
-        (self.run.work / "train_log.jsonl").write_text("".join(json.dumps(entry) + "\n" for entry in history))
         runtime = result.metrics.get("train_runtime", 0.0)
         tokens = int(trainer.state.num_input_tokens_seen - start.tokens)  # this session's tokens, if resumed
-        return {
+        metrics: dict[str, Any] = {
             "train_loss": result.training_loss,
             "train_steps": trainer.state.global_step,
             "train_runtime_s": round(runtime, 2),
             "train_tokens": tokens or None,  # None: the trainer could not count them
             "tokens_per_second": round(tokens / runtime, 1) if runtime and tokens else None,
         }
+        if start.evaluation is not None:
+            suffix = "before" if start.step == 0 else "at_resume"
+            metrics.update({f"{k}_{suffix}": v for k, v in _eval_metrics(start.evaluation).items()})
+            after = _eval_metrics(trainer.evaluate())
+            metrics.update(after)
+            say(f"held-out after training:  {_describe(after)}")
+        if is_main_process():
+            history = trainer.state.log_history
+            (self.run.work / "train_log.jsonl").write_text("".join(json.dumps(entry) + "\n" for entry in history))
+        return metrics
 
     def save(self, model: Any, tokenizer: PreTrainedTokenizerBase, **meta: Any) -> None:
         """Weights (adapter or full model) in safetensors, the tokenizer, and what reloading needs to know."""
+        self.trained_model, self.trained_tokenizer = model, tokenizer
+        if not is_main_process():
+            return
         model.save_pretrained(self.run.work)
         tokenizer.save_pretrained(self.run.work)
-        self.trained_model, self.trained_tokenizer = model, tokenizer
         info = {
             "task": self.recipe.task,
             "head": self.head,
@@ -172,13 +221,33 @@ class Job:
         return out
 
 
-class _TokensAtStart(transformers.TrainerCallback):
-    """Tokens already seen when training (re)starts, so a resumed run's tokens/s counts only its own work."""
+class _StartOfTraining(transformers.TrainerCallback):
+    """Tokens already seen when training (re)starts, so a resumed run's tokens/s counts only its own work, and the
+    evaluation `eval_on_start` runs before the first step."""
 
     tokens = 0
+    step = 0
+    evaluation: dict[str, float] | None = None
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.tokens = state.num_input_tokens_seen
+        self.tokens, self.step = state.num_input_tokens_seen, state.global_step
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float], **kwargs: Any) -> None:
+        if self.evaluation is None and state.global_step == self.step:
+            self.evaluation = dict(metrics)
+            say(f"held-out before training: {_describe(_eval_metrics(metrics))}")
+
+
+_EVAL_BOOKKEEPING = ("eval_runtime", "eval_samples_per_second", "eval_steps_per_second", "epoch")
+
+
+def _eval_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The measurements in an evaluation result, without its timing bookkeeping."""
+    return {k: v for k, v in metrics.items() if k.startswith("eval_") and k not in _EVAL_BOOKKEEPING}
+
+
+def _describe(metrics: dict[str, Any]) -> str:
+    return ", ".join(f"{k.removeprefix('eval_')} {v:.4f}" for k, v in metrics.items() if isinstance(v, (int, float)))
 
 
 def set_verbosity() -> None:

@@ -37,7 +37,9 @@ class ModelSection(Section):
     )
     revision: str | None = Field(None, description="hub branch, tag or commit")
     trust_remote_code: bool = Field(False, description="allow code from the model repo to run")
-    attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] | None = None
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] | None = Field(
+        None, description="attention kernel; unset lets transformers choose (sdpa where it can)"
+    )
 
 
 class DataSource(Section):
@@ -45,7 +47,7 @@ class DataSource(Section):
     hub: str | None = Field(None, description="hub dataset name, e.g. tatsu-lab/alpaca")
     split: str | None = Field(None, description="hub split (default 'train')")
     subset: str | None = Field(None, description="hub dataset configuration name")
-    revision: str | None = None
+    revision: str | None = Field(None, description="hub dataset branch, tag or commit")
 
     @model_validator(mode="after")
     def _one_kind(self) -> DataSource:
@@ -63,7 +65,7 @@ class DataSource(Section):
 
 
 class DataSection(Section):
-    train: DataSource
+    train: DataSource = Field(description="training rows: a file path, or {path: ...} / {hub: ..., split: ...}")
     validation: DataSource | None = Field(None, description="held-out data; if unset, validation_split carves it")
     validation_split: float = Field(0.1, ge=0, lt=1, description="fraction of train held out when no validation")
     split_seed: int = Field(42, description="seed of the held-out split")

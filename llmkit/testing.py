@@ -104,6 +104,23 @@ def tiny_tokenizer(family: str) -> PreTrainedTokenizerFast:
     return out
 
 
+def gpt2_tokenizer(
+    directory: str | Path = REPO.parent / "shared" / "data" / "gpt2-tokenizer",
+) -> PreTrainedTokenizerFast:
+    """The real GPT-2 tokenizer (50,257 tokens) from its original `encoder.json` + `vocab.bpe` files.
+
+    Built with `tokenizers` directly: in transformers 5, `GPT2TokenizerFast(vocab_file=..., merges_file=...)`
+    silently yields a one-token vocabulary.
+    """
+    directory = Path(directory)
+    bpe = models.BPE.from_file(str(directory / "encoder.json"), str(directory / "vocab.bpe"))
+    tok = Tokenizer(bpe)
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    eos = "<|endoftext|>"
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=eos, eos_token=eos, unk_token=eos)
+
+
 def tiny_config(family: str, tokenizer: PreTrainedTokenizerFast | None = None, **overrides: Any) -> Any:
     tokenizer = tokenizer or tiny_tokenizer(family)
     ids: dict[str, Any] = {"vocab_size": len(tokenizer)}

@@ -13,7 +13,7 @@ from typing import Any
 
 from llmkit import models, outputs
 from llmkit.errors import RecipeError, first_line
-from llmkit.job import Job, say, set_verbosity
+from llmkit.job import Job, distributed_state, say, set_verbosity
 from llmkit.outputs import RunDir
 from llmkit.recipe import Recipe
 from llmkit.tasks import runner
@@ -42,13 +42,18 @@ class Trainer:
 
 
 def train(recipe: Recipe, source: str | None = None) -> RunResult:
+    """Run one recipe. Under `torchrun` / `accelerate launch` every process runs this; only the main one writes the
+    run directory, and the others wait for it at each step that changes it."""
     started = time.time()
     set_verbosity()
+    state = distributed_state(recipe)
     run = RunDir.for_output(recipe.output_dir)
     run.check(recipe.training.resume_from_checkpoint)
+    state.wait_for_everyone()  # every process has checked before any writes
 
     ref = recipe.model_ref()
-    base = models.resolve_base(recipe.model, ref)
+    with state.main_process_first():  # a GGUF is dequantised once, then the cache serves the others
+        base = models.resolve_base(recipe.model, ref)
     problems = recipe.compatibility_problems(ref=replace(ref, model_type=base.model_type))
     if problems:
         raise RecipeError(problems, source)
@@ -59,16 +64,22 @@ def train(recipe: Recipe, source: str | None = None) -> RunResult:
         raise RecipeError(f"method: {first_line(exc)}", source) from None
 
     fresh = not run.work.exists()
-    run.start(recipe.to_yaml())
+    if state.is_main_process:
+        run.start(recipe.to_yaml())
+    state.wait_for_everyone()
     say(f"task {recipe.task} · {base.family} ({base.model_type}) · method {recipe.method.name} · {run.work}")
     try:
         metrics = runner(recipe.task)(job)
     except BaseException:
-        if fresh and run.last_checkpoint() is None:  # nothing worth resuming: leave no trace of the failed run
-            shutil.rmtree(run.work, ignore_errors=True)
+        if state.is_main_process and fresh and run.last_checkpoint() is None:
+            shutil.rmtree(run.work, ignore_errors=True)  # nothing worth resuming: leave no trace of the failed run
         raise
     metrics.update(job.resource_metrics())
     metrics["wall_time_s"] = round(time.time() - started, 2)
-    run.finish(metrics, outputs.manifest(source, job.fingerprints, started))
+    metrics["processes"] = state.num_processes
+    state.wait_for_everyone()  # the main process has saved the model
+    if state.is_main_process:
+        run.finish(metrics, outputs.manifest(source, job.fingerprints, started))
+    state.wait_for_everyone()
     say(f"done: {run.final}")
     return RunResult(run.final, metrics, job.trained_model, job.trained_tokenizer)

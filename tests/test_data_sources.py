@@ -105,3 +105,8 @@ def test_too_few_rows_to_split(tmp_path):
     (tmp_path / "one.jsonl").write_text('{"instruction": "a", "output": "b"}\n')
     with pytest.raises(DataError, match="too few to hold out"):
         load_splits(_recipe(tmp_path, tmp_path / "one.jsonl").data)
+
+
+def test_hub_dataset_offline_is_one_sentence(tmp_path):
+    with pytest.raises(DataError, match=r"hub:nobody/no-such-dataset\[train\]: cannot load this hub dataset"):
+        read_source(hub="nobody/no-such-dataset")

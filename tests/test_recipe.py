@@ -203,3 +203,22 @@ def test_every_shipped_recipe_validates(recipe, monkeypatch):
         if "needs the PyPI package" in str(exc):
             pytest.skip(str(exc))
         raise
+
+
+def test_recipe_reference_is_generated_from_the_schema():
+    """docs/recipe.md is `llmkit explain`; regenerate it with `make docs` when the schema changes."""
+    from llmkit.reference import reference
+
+    assert (REPO / "docs" / "recipe.md").read_text() == reference()
+    code, out, _ = run_cli("explain")
+    assert code == 0 and "| `target_modules` |" in out and "## method: lora" in out
+
+
+def test_hub_model_offline_is_one_sentence(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(f"model:\n  name: someone/not-cached-model\ndata:\n  train: {INSTRUCTIONS}\noutput_dir: o\n")
+    code, _, err = run_cli("validate", str(path))
+    assert code == 0, "valid as a recipe: the hub may be reachable where it runs"
+    code, _, err = run_cli("train", str(path))
+    assert code == 2 and "model.name: cannot load 'someone/not-cached-model'" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "o.incomplete").exists()

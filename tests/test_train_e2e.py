@@ -50,7 +50,7 @@ def test_lora_sft_cli_learns_and_writes_a_complete_run(tiny_dirs, instructions_s
     assert manifest["packages"]["transformers"] and len(manifest["data"]["train"]["sha256"]) == 64
     assert not (tmp_path / "run.incomplete").exists()
     assert Recipe.from_yaml(out / "recipe.yaml").method.r == 8  # the resolved recipe reloads
-    assert "held-out loss after training" in stderr and "eval_loss:" in stdout
+    assert "held-out after training:  loss" in stderr and "eval_loss:" in stdout
 
 
 def test_saved_adapter_reloads_with_the_same_logits(tiny_dirs, instructions_small, tmp_path):

@@ -22,7 +22,7 @@ class LoraMethod(MethodConfig):
     target_modules: Literal["auto", "all-linear"] | list[str] = Field(
         "auto", description="'auto' (peft's defaults for the architecture), 'all-linear', or module names"
     )
-    bias: Literal["none", "all", "lora_only"] = "none"
+    bias: Literal["none", "all", "lora_only"] = Field("none", description="which biases also train")
     use_dora: bool = Field(False, description="weight-decomposed LoRA (DoRA)")
     use_rslora: bool = Field(False, description="rank-stabilised scaling alpha / sqrt(r)")
     modules_to_save: list[str] | None = Field(None, description="extra modules trained in full and saved")

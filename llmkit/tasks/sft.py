@@ -60,7 +60,7 @@ def run(job: Job) -> dict[str, Any]:
         held_out = pack(held_out, data.max_length) if held_out else held_out
         say(f"packed into {len(train)} rows of up to {data.max_length} tokens")
 
-    args = job.training_args()
+    args = job.training_args(evaluate=bool(held_out))
     job.plan_steps(len(train), args)
     trainer = Trainer(
         model=job.model(tokenizer),
@@ -71,13 +71,6 @@ def run(job: Job) -> dict[str, Any]:
         processing_class=tokenizer,
         callbacks=job.callbacks,
     )
-    metrics: dict[str, Any] = {}
-    if held_out:
-        metrics["eval_loss_before"] = trainer.evaluate()["eval_loss"]
-        say(f"held-out loss before training: {metrics['eval_loss_before']:.4f}")
-    metrics.update(job.train(trainer))
-    if held_out:
-        metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
-        say(f"held-out loss after training:  {metrics['eval_loss']:.4f} (before: {metrics['eval_loss_before']:.4f})")
+    metrics = job.train(trainer)
     job.save(trainer.model, tokenizer)
     return metrics

@@ -1,0 +1,84 @@
+"""The recipe reference, rendered from the schema itself so field docs are written once (`llmkit explain`).
+
+`docs/recipe.md` is this output; a test fails when the two drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+import typing
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
+from llmkit.methods import METHODS
+from llmkit.recipe import Recipe, TrainingSection
+
+HEADER = """# Recipe reference
+
+Generated from the schema by `llmkit explain` (do not edit by hand; `make docs` rewrites it).
+Every section rejects unknown keys. Relative paths resolve against the current directory.
+"""
+
+
+def reference() -> str:
+    parts = [HEADER]
+    parts += _section("top level", Recipe, skip={"model", "data", "method", "training"})
+    for name in ("model", "data"):
+        parts += _section(name, _model_of(Recipe.model_fields[name].annotation))
+    parts += _section(
+        "data.train / data.validation",
+        _model_of(_model_of(Recipe.model_fields["data"].annotation).model_fields["train"].annotation),
+    )
+    for name, cls in METHODS.items():
+        parts += _section(f"method: {name}", cls, skip={"name"}, doc=(cls.__doc__ or "").strip())
+    parts += _section("training", TrainingSection, doc=(TrainingSection.__doc__ or "").strip())
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def _model_of(annotation: Any) -> type[BaseModel]:
+    for arg in typing.get_args(annotation) or (annotation,):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    raise TypeError(f"no model in {annotation!r}")
+
+
+def _section(title: str, model: type[BaseModel], skip: set[str] = frozenset(), doc: str = "") -> list[str]:
+    lines = [f"## {title}", ""]
+    if doc:
+        lines += [" ".join(doc.split()), ""]
+    fields = {name: field for name, field in model.model_fields.items() if name not in skip}
+    if not fields:
+        return [*lines, "No keys of its own.", ""]
+    lines += ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+    for name, field in fields.items():
+        default = "required" if field.is_required() else _default(field)
+        lines.append(f"| `{name}` | {_type(field.annotation)} | {default} | {field.description or ''} |")
+    return [*lines, ""]
+
+
+def _default(field: Any) -> str:
+    value = field.default
+    if value is PydanticUndefined and field.default_factory is not None:
+        value = field.default_factory()
+    if isinstance(value, BaseModel):
+        value = value.model_dump(exclude_none=True)
+    return f"`{json.dumps(value)}`" if value is not None else "unset"
+
+
+def _type(annotation: Any) -> str:
+    """`Literal['a', 'b'] | None` → `a, b or null`: the values a user can write, not Python's spelling."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        return " \\| ".join(f"`{a}`" for a in args)
+    if args and origin in (typing.Union, types.UnionType):
+        return " \\| ".join(_type(a) for a in args)
+    if annotation is type(None):
+        return "null"
+    if args:
+        return f"{origin.__name__}[{', '.join(_type(a) for a in args)}]"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "section"
+    return getattr(annotation, "__name__", str(annotation))

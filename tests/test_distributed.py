@@ -1,0 +1,36 @@
+"""The same recipe on 1 or N processes: a 2-process data-parallel run (gloo, CPU) must match a 1-process run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import sft_recipe, write_recipe
+from safetensors.torch import load_file
+
+pytestmark = pytest.mark.e2e
+
+
+def test_two_processes_equal_one_with_the_same_global_batch(tiny_dirs, instructions_small, tmp_path):
+    runs = {}
+    for procs, per_device in ((1, 4), (2, 2)):
+        recipe = sft_recipe(tiny_dirs["gpt2"], instructions_small, tmp_path / f"out{procs}", method="full")
+        recipe["training"].update(per_device_train_batch_size=per_device, max_steps=4, learning_rate=5e-3)
+        path = write_recipe(tmp_path, recipe, f"r{procs}.yaml")
+        launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}"]
+        done = subprocess.run(
+            [*launch, "-m", "llmkit", "train", str(path)], capture_output=True, text=True, cwd=tmp_path, timeout=600
+        )
+        assert done.returncode == 0, done.stderr[-4000:]
+        runs[procs] = tmp_path / f"out{procs}"
+    one, two = (json.loads((runs[n] / "metrics.json").read_text()) for n in (1, 2))
+    assert (one["processes"], two["processes"]) == (1, 2)
+    assert one["train_tokens"] == two["train_tokens"], "the two processes together saw the same examples"
+    assert two["train_loss"] == pytest.approx(one["train_loss"], rel=1e-5)
+    a, b = load_file(runs[1] / "model.safetensors"), load_file(runs[2] / "model.safetensors")
+    for name in a:  # gradients were averaged across processes: one model, not two diverging ones
+        assert torch.allclose(a[name], b[name], atol=1e-4), name
+    assert not (tmp_path / "out2.incomplete").exists()
