@@ -15,6 +15,7 @@ from pydantic_core import PydanticUndefined
 
 from llmkit.methods import METHODS
 from llmkit.recipe import Recipe, TrainingSection
+from llmkit.tasks.sections import TASK_SECTIONS
 
 HEADER = """# Recipe reference
 
@@ -35,6 +36,8 @@ def reference() -> str:
     for name, cls in METHODS.items():
         parts += _section(f"method: {name}", cls, skip={"name"}, doc=(cls.__doc__ or "").strip())
     parts += _section("training", TrainingSection, doc=(TrainingSection.__doc__ or "").strip())
+    for name, cls in TASK_SECTIONS.items():  # read only by their own task
+        parts += _section(f"{name} (task: {name})", cls, doc=(cls.__doc__ or "").strip())
     return "\n".join(parts).rstrip() + "\n"
 
 

@@ -75,7 +75,7 @@ def run(job: Job) -> dict[str, Any]:
 
     section = getattr(job.recipe, task)
     options = {**trl_defaults(job), **(section.kwargs() if section else {}), "max_length": data.max_length}
-    args = job.training_args(config_class, **options)
+    args = job.training_args(config_class, evaluate=bool(held_out), **options)
     job.plan_steps(len(train), args)
     model = job.model(tokenizer)
     kwargs: dict[str, Any] = {}
@@ -96,13 +96,11 @@ def run(job: Job) -> dict[str, Any]:
 
     metrics: dict[str, Any] = {}
     if held_out:
-        metrics.update(_prefixed(trainer.evaluate(), suffix="_before"))
         metrics["preference_accuracy_before"] = preference_accuracy(model, held_out, tokenizer, data.max_length)
         say(f"held-out preference accuracy before training: {metrics['preference_accuracy_before']:.3f}")
-    metrics.update(job.train(trainer))
+    metrics.update(job.train(trainer))  # with TRL's held-out rewards before and after
     metrics.update(_last_train_rewards(trainer.state.log_history))
     if held_out:
-        metrics.update(_prefixed(trainer.evaluate()))
         metrics["preference_accuracy"] = preference_accuracy(model, held_out, tokenizer, data.max_length)
         accuracy = metrics.get("eval_rewards/accuracies")
         say(
@@ -194,12 +192,6 @@ def _answer_logps(model: Any, rows: list[dict[str, list[int]]], key: str, max_le
     targets = input_ids[:, 1:].to(device)
     token_logps = logits.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     return (token_logps * answer[:, 1:].to(device)).sum(-1).cpu()
-
-
-def _prefixed(metrics: dict[str, float], suffix: str = "") -> dict[str, float]:
-    """TRL's eval metrics (loss, rewards, log-probs), without its timing entries."""
-    keep = ("eval_loss", "eval_rewards/", "eval_logps/")
-    return {k + suffix: v for k, v in metrics.items() if k.startswith(keep)}
 
 
 def _last_train_rewards(history: list[dict[str, Any]]) -> dict[str, float]:

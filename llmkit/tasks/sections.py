@@ -83,7 +83,8 @@ class TrlSection(BaseModel):
 
 
 class DpoSection(TrlSection):
-    """trl.DPOConfig: Direct Preference Optimisation (Rafailov et al., 2023)."""
+    """trl.DPOConfig: Direct Preference Optimisation (Rafailov et al., 2023). Any other DPOConfig key (ld_alpha,
+    use_weighting, f_divergence_type, ...) passes through by its TRL name; unset keys keep TRL's defaults."""
 
     upstream: ClassVar[tuple[str, str]] = ("trainer/dpo_config.py", "DPOConfig")
     beta: float | None = Field(None, gt=0, description="how far the model may move from the reference (TRL: 0.1)")
@@ -105,18 +106,20 @@ class DpoSection(TrlSection):
 
 
 class OrpoSection(TrlSection):
-    """trl.experimental.orpo.ORPOConfig: odds-ratio preference optimisation, no reference model (Hong et al., 2024)."""
+    """trl.experimental.orpo.ORPOConfig: odds-ratio preference optimisation, no reference model (Hong et al., 2024).
+    Any other ORPOConfig key passes through by its TRL name."""
 
     upstream: ClassVar[tuple[str, str]] = ("experimental/orpo/orpo_config.py", "ORPOConfig")
     beta: float | None = Field(None, gt=0, description="weight of the odds-ratio term, λ in the paper (TRL: 0.1)")
 
 
 class KtoSection(TrlSection):
-    """trl.KTOConfig: Kahneman-Tversky optimisation on unpaired good / bad answers (Ethayarajh et al., 2024)."""
+    """trl.KTOConfig: Kahneman-Tversky optimisation on answers marked good or bad (Ethayarajh et al., 2024); each
+    preference pair becomes one good and one bad answer. Any other KTOConfig key passes through by its TRL name."""
 
     upstream: ClassVar[tuple[str, str]] = ("trainer/kto_config.py", "KTOConfig")
     beta: float | None = Field(None, gt=0, description="how far the model may move from the reference (TRL: 0.1)")
-    loss_type: Literal["kto", "apo_zero_unpaired"] | None = None
+    loss_type: Literal["kto", "apo_zero_unpaired"] | None = Field(None, description="TRL: kto")
     desirable_weight: float | None = Field(None, gt=0, description="weight of the chosen answers' loss")
     undesirable_weight: float | None = Field(None, gt=0, description="weight of the rejected answers' loss")
 
