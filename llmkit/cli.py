@@ -43,6 +43,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index", type=int, default=0, help="which example (default 0)")
     p.add_argument("--split", choices=("train", "validation"), default="train")
     p.add_argument("--tokens", action="store_true", help="also list every token with its label")
+
+    p = sub.add_parser(
+        "rationales",
+        help="rationale distillation, step 1: a teacher explains each input; writes JSONL as it goes, resumable",
+    )
+    p.add_argument("--teacher", required=True, help="hub id, directory, .gguf, packaged:<alias> or llmkit run")
+    p.add_argument("--data", required=True, help="json, jsonl, csv, tsv or parquet file of inputs")
+    p.add_argument("--output", required=True, help="JSONL to append to (rerun to continue an interrupted run)")
+    p.add_argument("--input-column", default="input", help="column holding the input text (default: input)")
+    p.add_argument("--label-column", help="column holding the gold label, if any; it becomes the label")
+    p.add_argument("--prompt", help="prompt template with {input} (and {label}); default asks for 'Answer: ...'")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--limit", type=int, help="stop once this many inputs are done in total")
     return parser
 
 
@@ -101,7 +115,33 @@ def cmd_inspect_data(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "validate": cmd_validate, "explain": cmd_explain, "inspect-data": cmd_inspect_data}
+def cmd_rationales(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from llmkit.distill.generate import DEFAULT_PROMPT, generate_rationales
+
+    summary = generate_rationales(
+        args.teacher,
+        args.data,
+        args.output,
+        input_column=args.input_column,
+        label_column=args.label_column,
+        prompt=args.prompt or DEFAULT_PROMPT,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        limit=args.limit,
+    )
+    print(summary.line(Path(args.output)))
+    return 0
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "validate": cmd_validate,
+    "explain": cmd_explain,
+    "inspect-data": cmd_inspect_data,
+    "rationales": cmd_rationales,
+}
 
 
 if __name__ == "__main__":

@@ -26,9 +26,14 @@ def show_example(recipe: Recipe, index: int = 0, split: str = "train", tokens: b
     )
     if not 0 <= index < len(examples):
         raise LlmkitError(f"--index {index} is out of range: the {split} split has {len(examples)} examples.")
-    if "input_ids" not in examples[index]:  # a preference pair, which TRL tokenises: show it as TRL will
-        return render_pair(examples[index], where[index], tokenizer)
-    return render_example(examples[index], where[index], tokenizer, tokens)
+    example = examples[index]
+    if "input_ids" in example:
+        return render_example(example, where[index], tokenizer, tokens)
+    if all(isinstance(part, dict) and "input_ids" in part for part in example.values()):  # one example per task
+        return "\n\n".join(
+            f"== {name} ==\n" + render_example(part, where[index], tokenizer, tokens) for name, part in example.items()
+        )
+    return render_pair(example, where[index], tokenizer)  # a preference pair, which TRL tokenises: show it as TRL will
 
 
 def render_pair(pair: dict[str, Any], where: str, tokenizer: Any) -> str:

@@ -14,7 +14,7 @@ import llmkit
 from llmkit import Recipe
 from llmkit.data.collate import Collator
 from llmkit.distill.loss import distillation_loss, scored_positions
-from llmkit.distill.trainer import DistillationTrainer, TeacherCollator
+from llmkit.distill.trainer import LossTrainer, SoftTargets, TeacherCollator
 from llmkit.testing import save_tiny, tiny_model, tiny_tokenizer
 
 
@@ -70,16 +70,13 @@ def _trainer(student, teacher, tokenizer, examples, tmp_path, alpha, temperature
 
     args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
     collate = TeacherCollator(Collator(tokenizer.pad_token_id))
-    return DistillationTrainer(
+    return LossTrainer(
         model=student,
         args=args,
         train_dataset=examples,
         data_collator=collate,
         processing_class=tokenizer,
-        teacher=teacher,
-        alpha=alpha,
-        temperature=temperature,
-        causal=True,
+        loss=SoftTargets(teacher, alpha, temperature, causal=True),
     )
 
 

@@ -14,7 +14,7 @@ from transformers import PreTrainedTokenizerBase
 from llmkit.data.collate import Collator
 from llmkit.distill import cache
 from llmkit.distill.teacher import check_same_vocabulary, load_teacher, resolve_teacher, teacher_tokenizer
-from llmkit.distill.trainer import DistillationTrainer, TeacherCollator
+from llmkit.distill.trainer import LossTrainer, SoftTargets, TeacherCollator
 from llmkit.job import Job, Prepared
 from llmkit.tasks import sft
 from llmkit.tasks.sections import DistillSection
@@ -47,7 +47,7 @@ def run(job: Job) -> dict[str, Any]:
     if section.kind(job.recipe.data.format) == "rationale":
         from llmkit.distill import rationale
 
-        return rationale.run(job)
+        return rationale.run(job, student_head(job))
     head = student_head(job)
     causal = head == "causal_lm"
     tokenizer = job.tokenizer()
@@ -80,7 +80,7 @@ def run(job: Job) -> dict[str, Any]:
 
     args = job.training_args(evaluate=bool(prepared.held_out))
     job.plan_steps(len(prepared.train), args)
-    trainer = DistillationTrainer(
+    trainer = LossTrainer(
         model=job.model(tokenizer, head=head),
         args=args,
         train_dataset=prepared.train,
@@ -88,10 +88,7 @@ def run(job: Job) -> dict[str, Any]:
         data_collator=TeacherCollator(collate),
         processing_class=tokenizer,
         callbacks=job.callbacks,
-        teacher=teacher,
-        alpha=section.alpha,
-        temperature=section.temperature,
-        causal=causal,
+        loss=SoftTargets(teacher, section.alpha, section.temperature, causal),
     )
     metrics = job.train(trainer)  # held-out loss, cross-entropy and KL to the teacher, before and after
     if teacher is not None and _fingerprint(teacher) != teacher_weights:
