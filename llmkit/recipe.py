@@ -201,6 +201,8 @@ class Recipe(Section):
                 f"data.format '{self.data.format}' does not fit task '{self.task}'; "
                 f"use one of {', '.join(formats_for_task(self.task))}"
             )
+        if self.data.packing and self.task in TASK_SECTIONS:
+            raise ValueError(f"data.packing: task {self.task} does not pack examples; remove data.packing")
         for name in TASK_SECTIONS:
             if getattr(self, name) is not None and self.task != name:
                 raise ValueError(f"{name}: only task {name} reads this section; remove it or set task: {name}")

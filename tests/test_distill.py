@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from conftest import run_cli, sft_recipe, write_recipe
+from conftest import REPO, run_cli, sft_recipe, write_recipe
 
 import llmkit
 from llmkit import Recipe
@@ -236,3 +236,29 @@ def test_a_teacher_with_another_vocabulary_is_refused(tiny_dirs, instructions_sm
     err = _bad(tmp_path, distill_recipe(tiny_dirs["llama"], teacher, instructions_small, tmp_path / "run"))
     assert "distill.teacher:" in err and "has a different vocabulary from the student" in err
     assert "601 vs 600 tokens" in err
+
+
+def test_the_shipped_distillation_recipes_validate_once_their_inputs_exist(tiny_dirs, tmp_path, monkeypatch):
+    """Both read what an earlier command writes (the quickstart run; step-1 rationales); with those in place the
+    rest of each recipe must be valid as shipped."""
+    monkeypatch.chdir(REPO)
+    rationales = tmp_path / "rationales.jsonl"
+    rationales.write_text(json.dumps({"input": "Win a prize!", "label": "spam", "rationale": "It sells."}) + "\n")
+    for name, override in (
+        ("smollm2-distill.yaml", f"distill.teacher={tiny_dirs['llama']}"),
+        ("smollm2-rationale-student.yaml", f"data.train={rationales}"),
+    ):
+        try:
+            recipe = Recipe.from_yaml(REPO / "recipes" / name, [override])
+        except llmkit.RecipeError as exc:
+            if "needs the PyPI package" in str(exc):
+                pytest.skip(str(exc))
+            raise
+        assert recipe.task == "distill"
+
+
+def test_packing_is_refused_for_distillation(tiny_dirs, instructions_small, tmp_path):
+    recipe = distill_recipe(tiny_dirs["llama"], tiny_dirs["llama"], instructions_small, tmp_path / "run")
+    recipe["data"]["packing"] = True
+    with pytest.raises(llmkit.RecipeError, match=r"data\.packing: task distill does not pack examples"):
+        Recipe.from_dict(recipe)

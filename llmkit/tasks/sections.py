@@ -220,7 +220,8 @@ def teacher_family(name: str) -> str | None:
     try:
         ref = resolve_model(name)
     except RecipeError as exc:
-        raise ValueError(exc.problems[0].replace("model.name: ", "", 1)) from None
+        hint = " (an llmkit run's output_dir exists once that run has finished)" if "local path" in str(exc) else ""
+        raise ValueError(exc.problems[0].replace("model.name: ", "", 1).rstrip(".") + hint) from None
     return FAMILY_OF_MODEL_TYPE.get(ref.model_type) if ref.model_type else None
 
 
