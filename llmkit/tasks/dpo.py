@@ -91,8 +91,8 @@ def run(job: Job) -> dict[str, Any]:
         **kwargs,
     )
     if task != "orpo":
-        peft = _is_peft(model)
-        say(f"reference: {use_disabled_adapter(model, prepared.train[0], tokenizer) if peft else 'a frozen copy'}")
+        copy = "a frozen copy of the base model"
+        say(f"reference: {use_disabled_adapter(model, prepared.train[0], tokenizer) if _is_peft(model) else copy}")
 
     metrics: dict[str, Any] = {}
     if held_out:
