@@ -257,3 +257,21 @@ def test_kto_and_orpo_sections(tmp_path):
     assert recipe.kto.kwargs() == {"desirable_weight": 1.5}
     message = _errors(tmp_path, _recipe(tmp_path, PREFERENCES, task="orpo", orpo={"beta": -1}))
     assert "orpo.beta: Input should be greater than 0" in message
+
+
+def test_validating_preference_and_distillation_recipes_does_not_import_torch(tmp_path):
+    import subprocess
+    import sys
+
+    dpo = write_recipe(tmp_path, _recipe(tmp_path, PREFERENCES, dpo={"beta": 0.1, "ld_alpha": 0.5}), "dpo.yaml")
+    distill = _recipe(tmp_path, PREFERENCES, task="distill", distill={"teacher": str(tmp_path / "model")})
+    distill["data"] = {"train": str(PREFERENCES.parent / "instruction-data.json"), "format": "alpaca"}
+    distill = write_recipe(tmp_path, distill, "distill.yaml")
+    code = (
+        "import sys; from llmkit.cli import main\n"
+        "for path in sys.argv[1:]:\n"
+        "    assert main(['validate', path]) == 0, path\n"
+        "assert 'torch' not in sys.modules, 'validate imported torch'"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(dpo), str(distill)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
