@@ -97,6 +97,19 @@ def test_rationales_are_written_as_they_come_and_an_interrupted_run_resumes(tiny
 
 
 @pytest.mark.e2e
+@pytest.mark.parametrize("family", ["t5", "gpt2"])
+def test_encoder_decoder_and_template_free_teachers_write_rationales(family, tiny_dirs, sms, tmp_path):
+    out = tmp_path / "r.jsonl"
+    code, stdout, stderr = run_cli(
+        "rationales", "--teacher", str(tiny_dirs[family]), "--data", str(sms), "--output", str(out),
+        "--input-column", "SMS", "--label-column", "Label", "--max-new-tokens", "6", "--limit", "5",
+    )  # fmt: skip
+    assert code == 0, stderr
+    assert "5 rationales written" in stdout
+    assert len(out.read_text().splitlines()) == 5
+
+
+@pytest.mark.e2e
 def test_inputs_without_an_answer_go_to_the_rejected_file(tiny_dirs, sms, tmp_path):
     out = tmp_path / "r.jsonl"
     code, stdout, stderr = _rationales(tiny_dirs, sms, out, "--limit", "3")

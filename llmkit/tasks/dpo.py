@@ -148,9 +148,12 @@ def use_disabled_adapter(model: Any, pair: dict[str, Any], tokenizer: PreTrained
     """
     ids = tokenize_pair(pair, tokenizer)
     probe = torch.tensor([(ids["prompt_ids"] + ids["chosen_ids"])[:64]], device=model.device)
+    was_training = model.training
+    model.eval()  # no dropout: the two outputs differ only by the adapter
     with_adapter = model(input_ids=probe).logits
     with model.disable_adapter():
         without = model(input_ids=probe).logits
+    model.train(was_training)
     if "ref" in model.peft_config and torch.allclose(with_adapter, without):
         model.delete_adapter("ref")
     if "ref" in model.peft_config:
