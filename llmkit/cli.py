@@ -66,6 +66,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("merge", help="fold a finished run's adapter into its base; save a plain transformers model")
     p.add_argument("run_dir", help="a finished run (the output_dir of `llmkit train`)")
     p.add_argument("--output", required=True, help="directory for the merged model (must not exist or be empty)")
+
+    p = sub.add_parser(
+        "rationales",
+        help="rationale distillation, step 1: a teacher explains each input; writes JSONL as it goes, resumable",
+    )
+    p.add_argument("--teacher", required=True, help="hub id, directory, .gguf, packaged:<alias> or llmkit run")
+    p.add_argument("--data", required=True, help="json, jsonl, csv, tsv or parquet file of inputs")
+    p.add_argument("--output", required=True, help="JSONL to append to (rerun to continue an interrupted run)")
+    p.add_argument("--input-column", default="input", help="column holding the input text (default: input)")
+    p.add_argument("--label-column", help="column holding the gold label, if any; it becomes the label")
+    p.add_argument("--prompt", help="prompt template with {input} (and {label}); default asks for 'Answer: ...'")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--limit", type=int, help="stop once this many inputs are done in total")
     return parser
 
 
@@ -172,6 +186,26 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rationales(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from llmkit.distill.generate import DEFAULT_PROMPT, generate_rationales
+
+    summary = generate_rationales(
+        args.teacher,
+        args.data,
+        args.output,
+        input_column=args.input_column,
+        label_column=args.label_column,
+        prompt=args.prompt or DEFAULT_PROMPT,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        limit=args.limit,
+    )
+    print(summary.line(Path(args.output)))
+    return 0
+
+
 COMMANDS = {
     "train": cmd_train,
     "validate": cmd_validate,
@@ -181,6 +215,7 @@ COMMANDS = {
     "predict": cmd_predict,
     "generate": cmd_generate,
     "merge": cmd_merge,
+    "rationales": cmd_rationales,
 }
 
 

@@ -5,6 +5,9 @@ Anything else that escapes is a bug in llmkit and keeps its traceback.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class LlmkitError(Exception):
     """A problem the user can fix: a bad recipe, bad data, a missing file."""
@@ -45,3 +48,9 @@ def first_line(exc: BaseException) -> str:
     """The first line of an upstream exception: the sentence that matters, without its stack or hub noise."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """'; did you mean 'x'?' for the closest choice, or '' when nothing is close."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""

@@ -19,7 +19,8 @@ def show_example(recipe: Recipe, index: int = 0, split: str = "train", tokens: b
     base = models.resolve_base(recipe.model, recipe.model_ref())
     job = Job(recipe=recipe, run=RunDir.for_output(recipe.output_dir), base=base)
     tokenizer = job.tokenizer()
-    prepared = importlib.import_module(f"llmkit.tasks.{recipe.task}").prepare(job, tokenizer)
+    task = importlib.import_module(f"llmkit.tasks.{recipe.task}")
+    prepared = task.prepare(job, tokenizer)
     examples, where = (
         (prepared.train, prepared.train_where)
         if split == "train"
@@ -27,7 +28,28 @@ def show_example(recipe: Recipe, index: int = 0, split: str = "train", tokens: b
     )
     if not 0 <= index < len(examples):
         raise LlmkitError(f"--index {index} is out of range: the {split} split has {len(examples)} examples.")
-    return render_example(examples[index], where[index], tokenizer, tokens, head=TASKS[recipe.task].head)
+    example = examples[index]
+    head = student_head(job) if (student_head := getattr(task, "student_head", None)) else TASKS[recipe.task].head
+    if "input_ids" in example:
+        return render_example(example, where[index], tokenizer, tokens, head=head)
+    if all(isinstance(part, dict) and "input_ids" in part for part in example.values()):  # one example per task
+        return "\n\n".join(
+            f"== {name} ==\n" + render_example(part, where[index], tokenizer, tokens, head=head)
+            for name, part in example.items()
+        )
+    return render_pair(example, where[index], tokenizer)  # a preference pair, which TRL tokenises: show it as TRL will
+
+
+def render_pair(pair: dict[str, Any], where: str, tokenizer: Any) -> str:
+    """The prompt once, then each answer as the tokens the preference loss scores (marked ⟦…⟧)."""
+    from llmkit.data.preference import tokenize_pair
+
+    ids = tokenize_pair(pair, tokenizer)
+    lines = [f"source: {where}", f"prompt tokens: {len(ids['prompt_ids'])}", "", tokenizer.decode(ids["prompt_ids"])]
+    for key in ("chosen", "rejected"):
+        answer = ids[f"{key}_ids"]
+        lines += ["", f"{key} ({len(answer)} tokens): {TRAINED_OPEN}{tokenizer.decode(answer)}{TRAINED_CLOSE}"]
+    return "\n".join(lines)
 
 
 def render_example(

@@ -198,8 +198,8 @@ class Job:
             "train_loss": result.training_loss,
             "train_steps": trainer.state.global_step,
             "train_runtime_s": round(runtime, 2),
-            "train_tokens": tokens,
-            "tokens_per_second": round(tokens / runtime, 1) if runtime else None,
+            "train_tokens": tokens or None,  # None: the trainer could not count them
+            "tokens_per_second": round(tokens / runtime, 1) if runtime and tokens else None,
         }
         if start.evaluation is not None:
             suffix = "before" if start.step == 0 else "at_resume"

@@ -6,9 +6,6 @@ torch: `llmkit validate` runs on a laptop without the training stack loaded.
 
 from __future__ import annotations
 
-import ast
-import difflib
-import importlib.util
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -17,10 +14,20 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from llmkit.data.formats import FORMATS, formats_for_task
-from llmkit.errors import RecipeError
+from llmkit.errors import RecipeError, did_you_mean
 from llmkit.families import ModelRef, family_of, resolve_model
 from llmkit.methods import METHODS, MethodBlock
 from llmkit.tasks import TASKS, tasks_using
+from llmkit.tasks.sections import (
+    TRAINER_SECTIONS,
+    DistillSection,
+    DpoSection,
+    KtoSection,
+    OrpoSection,
+    TrlSection,
+    student_task,
+)
+from llmkit.upstream import config_fields
 
 DATA_SPLITS = ("train", "validation", "test")  # data sources a recipe can name; a string is shorthand for {path: …}
 
@@ -95,7 +102,10 @@ class DataSection(Section):
         None, description="format seq2seq: text put before every source, e.g. 'summarize: ' for T5"
     )
     max_target_length: int | None = Field(
-        None, gt=0, description="format seq2seq: tokens per target (default max_length)"
+        None, gt=0, description="formats seq2seq and rationale (T5 students): tokens per target (default max_length)"
+    )
+    identical_pairs: Literal["error", "drop"] = Field(
+        "error", description="preference rows whose chosen and rejected are the same: fail, or drop them"
     )
 
     @field_validator("format")
@@ -123,9 +133,12 @@ class DataSection(Section):
             raise ValueError(f"packing applies to text-generation formats only, not format '{self.format}'; remove it")
         if self.system_prompt is not None and self.format not in ("alpaca", "chat"):
             raise ValueError(f"system_prompt applies to formats alpaca and chat, not '{self.format}'; remove it")
-        seq2seq_only = [k for k in ("source_prefix", "max_target_length") if getattr(self, k) is not None]
-        if seq2seq_only and self.format != "seq2seq":
-            raise ValueError(f"{seq2seq_only[0]} applies to format seq2seq only, not '{self.format}'; remove it")
+        if self.source_prefix is not None and self.format != "seq2seq":
+            raise ValueError(f"source_prefix applies to format seq2seq only, not '{self.format}'; remove it")
+        if self.max_target_length is not None and self.format not in ("seq2seq", "rationale"):
+            raise ValueError(
+                f"max_target_length applies to formats seq2seq and rationale, not '{self.format}'; remove it"
+            )
         return self
 
 
@@ -268,6 +281,7 @@ TASK_SECTIONS = {
     "classification": ClassificationSection,
     "generation": GenerationSection,
     "evaluation": EvaluationSection,
+    **TRAINER_SECTIONS,
 }
 
 
@@ -280,6 +294,10 @@ class Recipe(Section):
     method: MethodBlock = Field(default_factory=lambda: METHODS["full"](), description="how to fine-tune")
     training: TrainingSection = Field(default_factory=TrainingSection)
     output_dir: str = Field(description="where the run writes its model, metrics and manifest")
+    dpo: DpoSection | None = Field(None, description="task dpo: trl DPOConfig keys (beta, loss_type, ...)")
+    orpo: OrpoSection | None = Field(None, description="task orpo: trl ORPOConfig keys (beta)")
+    kto: KtoSection | None = Field(None, description="task kto: trl KTOConfig keys (beta, desirable_weight, ...)")
+    distill: DistillSection | None = Field(None, description="task distill: teacher, alpha, temperature, ...")
     classification: ClassificationSection | None = Field(None, description="task classification: labels, balance")
     generation: GenerationSection | None = Field(None, description="tasks seq2seq and sft: decoding settings")
     evaluation: EvaluationSection | None = Field(None, description="tasks classification and seq2seq: extra metrics")
@@ -320,6 +338,21 @@ class Recipe(Section):
                 f"data.format '{self.data.format}' does not fit task '{self.task}'; "
                 f"use one of {', '.join(formats_for_task(self.task))}"
             )
+        if self.data.packing and self.task != "sft":
+            raise ValueError(f"data.packing: task {self.task} does not pack examples; remove data.packing")
+        if self.data.identical_pairs != "error" and self.data.format not in formats_for_task("dpo"):
+            raise ValueError(
+                "data.identical_pairs applies to preference data only (format preference or alpaca_preference)"
+            )
+        if self.task == "distill":
+            problem = (self.distill or DistillSection()).data_problem(self.data.format)
+            if problem:
+                raise ValueError(problem)
+            if self.classification is not None and self.classification.balance != "none":
+                raise ValueError(
+                    "classification.balance: distillation follows the teacher's soft targets and does not reweight "
+                    "classes; remove it, or balance the teacher's own training (task: classification)"
+                )
         return self
 
     # ------------------------------------------------------------------ loading
@@ -394,6 +427,10 @@ class Recipe(Section):
                 f"it needs one of {', '.join(spec.families)}."
             )
         problems += self.method.problems(family, self.task, ref.model_type)
+        if self.task == "distill" and self.distill is not None:
+            problems += self.distill.family_problems(self.data.format, family)
+            student = student_task(self.distill.kind(self.data.format), family)
+            problems += [p for p in self.method.problems(family, student, ref.model_type) if p not in problems]
         return problems
 
     def to_yaml(self) -> str:
@@ -405,8 +442,7 @@ class Recipe(Section):
 
 
 def _suggest(word: str, choices: Any) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
+    return did_you_mean(word, choices)
 
 
 def _method_dict(value: Any) -> Any:
@@ -509,10 +545,15 @@ def _explain(
     # there is also wrong, and the user should see both at once.
     if isinstance(data.get("training"), dict):
         located += [(("training", k), m) for k, m in training_key_problems(data["training"]).items()]
+    trl_sections = {name: cls for name, cls in TASK_SECTIONS.items() if issubclass(cls, TrlSection)}
+    for name, cls in trl_sections.items():
+        if isinstance(data.get(name), dict):
+            located += [((name, k), m) for k, m in cls.key_problems(data[name]).items()]
     for err in exc.errors():
         loc = tuple(str(p) for p in err["loc"] if not isinstance(p, int))
-        if loc == ("training",) and err["type"] == "value_error":
-            continue
+        own_keys = err["type"] == "value_error" and "this section applies to task" not in err["msg"]
+        if loc in [("training",), *((name,) for name in trl_sections)] and own_keys:
+            continue  # unknown keys, reported above from the raw dict
         loc = tuple(p for i, p in enumerate(loc) if not (i > 0 and loc[i - 1] == "method" and p in METHODS))
         kind = err["type"]
         if kind == "extra_forbidden":
@@ -582,20 +623,6 @@ def training_key_problems(keys: Any) -> dict[str, str]:
     return problems
 
 
-_TRAINING_ARGUMENT_NAMES: set[str] | None = None
-
-
-def training_argument_names() -> set[str] | None:
+def training_argument_names() -> frozenset[str] | None:
     """Field names of transformers' TrainingArguments, read from its source so `validate` never imports torch."""
-    global _TRAINING_ARGUMENT_NAMES
-    if _TRAINING_ARGUMENT_NAMES is None:
-        spec = importlib.util.find_spec("transformers")
-        if spec is None or not spec.submodule_search_locations:
-            return None
-        source = Path(next(iter(spec.submodule_search_locations))) / "training_args.py"
-        tree = ast.parse(source.read_text())
-        cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "TrainingArguments")
-        _TRAINING_ARGUMENT_NAMES = {
-            n.target.id for n in cls.body if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)
-        }
-    return _TRAINING_ARGUMENT_NAMES
+    return config_fields("transformers", "training_args.py", "TrainingArguments")

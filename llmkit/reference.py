@@ -14,7 +14,8 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from llmkit.methods import METHODS
-from llmkit.recipe import Recipe, TrainingSection
+from llmkit.recipe import TASK_SECTIONS, Recipe, TrainingSection
+from llmkit.tasks import tasks_using
 
 HEADER = """# Recipe reference
 
@@ -35,6 +36,8 @@ def reference() -> str:
     for name, cls in METHODS.items():
         parts += _section(f"method: {name}", cls, skip={"name"}, doc=(cls.__doc__ or "").strip())
     parts += _section("training", TrainingSection, doc=(TrainingSection.__doc__ or "").strip())
+    for name, cls in TASK_SECTIONS.items():  # each read only by the tasks that list it
+        parts += _section(f"{name} (task: {', '.join(tasks_using(name))})", cls, doc=(cls.__doc__ or "").strip())
     return "\n".join(parts).rstrip() + "\n"
 
 

@@ -107,3 +107,20 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+PREFERENCES = REPO / "data" / "instruction-data-with-preference.json"
+
+
+@pytest.fixture(scope="session")
+def preferences_small(tmp_path_factory) -> Path:
+    """48 real preference rows (alpaca layout: instruction / input / chosen / rejected), short enough for tiny
+    models, with no identical pairs."""
+    rows = [
+        r
+        for r in json.loads(PREFERENCES.read_text())
+        if len(r["chosen"]) < 150 and len(r["rejected"]) < 150 and r["chosen"] != r["rejected"]
+    ][:48]
+    path = tmp_path_factory.mktemp("data") / "preferences.json"
+    path.write_text(json.dumps(rows))
+    return path

@@ -26,6 +26,8 @@ DATA = {
                        "columns": {"text": "SMS", "label": "Label"}},
     "seq2seq": {"train": str(REPO / "data/verdict-summaries.jsonl"), "format": "seq2seq",
                 "columns": {"source": "passage", "target": "summary"}},
+    **{task: {"train": str(REPO / "data/instruction-data-with-preference.json"), "format": "alpaca_preference",
+              "identical_pairs": "drop"} for task in ("dpo", "orpo", "kto")},
 }  # fmt: skip
 
 
@@ -34,7 +36,16 @@ def _recipe(tmp_path: Path, model_type: str, task: str, method: dict) -> dict:
     model.mkdir(exist_ok=True)
     (model / "config.json").write_text(f'{{"model_type": "{model_type}"}}')
     data = DATA.get(task, {"train": str(INSTRUCTIONS)})
-    return {"task": task, "model": {"name": str(model)}, "data": data, "method": method, "output_dir": "out"}
+    recipe = {"task": task, "model": {"name": str(model)}, "data": data, "method": method, "output_dir": "out"}
+    if task == "distill":  # each family's student: a classifier (bert), a rationale student (t5), a causal LM
+        if model_type == "t5":
+            rationales = tmp_path / "rationales.jsonl"
+            rationales.write_text('{"input": "Win a prize!", "label": "spam", "rationale": "It sells."}\n')
+            recipe["data"] = {"train": str(rationales), "format": "rationale"}
+        else:
+            recipe["data"] = DATA["classification"] if model_type == "bert" else data
+            recipe["distill"] = {"teacher": str(model)}
+    return recipe
 
 
 def _problems(tmp_path: Path, model_type: str, task: str, method: dict) -> str:

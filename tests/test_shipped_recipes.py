@@ -17,6 +17,7 @@ FAMILY_OF_NAME = {
     "gpt2": "gpt2",
     "gpt2-medium": "gpt2",
     "t5-small": "t5",
+    "google/bert_uncased_L-4_H-256_A-4": "bert",
 }
 RECIPES = sorted(p.name for p in (REPO / "recipes").glob("*.yaml"))
 
@@ -43,6 +44,8 @@ def test_shipped_recipe_trains_on_a_tiny_model(name, tiny_dirs, tmp_path, monkey
                                             f"output_dir={adapter}")  # fmt: skip
             assert code == 0, stderr[-3000:]
         overrides.append(f"method.adapters=[{adapters[0]}, {adapters[1]}]")
+    if recipe["task"] == "distill":
+        overrides += _distill_inputs(recipe, family, tiny_dirs, tmp_path)
     code, _stdout, stderr = run_cli("train", f"recipes/{name}", *overrides)
     assert code == 0, stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
@@ -53,3 +56,24 @@ def test_shipped_recipe_trains_on_a_tiny_model(name, tiny_dirs, tmp_path, monkey
         assert 0 <= metrics["eval_rouge1"] <= 1
     else:
         assert metrics["eval_loss"] > 0
+
+
+def _distill_inputs(recipe: dict, family: str, tiny_dirs: dict, tmp_path) -> list[str]:
+    """What a distillation recipe reads from an earlier command, made here: rationales (step 1), or a teacher."""
+    if recipe["data"]["format"] == "rationale":
+        why = {"spam": "It offers a prize or asks for a call.", "ham": "It is a personal note."}
+        lines = (REPO / "data" / "sms-spam" / "train.tsv").read_text().splitlines()[1:25]
+        rows = [dict(zip(("label", "input"), line.split("\t", 1), strict=True)) for line in lines]
+        path = tmp_path / "rationales.jsonl"
+        path.write_text("".join(json.dumps({**row, "rationale": why[row["label"]]}) + "\n" for row in rows))
+        return [f"data.train={path}"]
+    if recipe["data"]["format"] == "classification":  # the teacher is a finished classifier on the same labels
+        teacher = tmp_path / "teacher"
+        code, _stdout, stderr = run_cli(
+            "train", "recipes/bert-spam-classify.yaml", f"model.name={tiny_dirs['bert']}", f"output_dir={teacher}",
+            "training.max_steps=2", "data.max_train_samples=16", "data.max_eval_samples=4",
+            "training.save_strategy='no'",
+        )  # fmt: skip
+        assert code == 0, stderr[-3000:]
+        return [f"distill.teacher={teacher}", "distill.cache_teacher_logits=false"]
+    return [f"distill.teacher={tiny_dirs[family]}"]  # token-level: a model sharing the student's tokenizer

@@ -163,7 +163,9 @@ def test_a_section_of_another_task_names_its_line(tmp_path):
     assert expected in message
     recipe = _recipe(tmp_path, model_type="llama", task="sft", classification={"balance": "oversample"})
     recipe["data"] = {"train": str(INSTRUCTIONS)}
-    assert "classification: this section applies to task classification, not 'sft'" in _error(tmp_path, recipe)
+    assert "classification: this section applies to task classification or distill, not 'sft'" in _error(
+        tmp_path, recipe
+    )
 
 
 @pytest.mark.parametrize(

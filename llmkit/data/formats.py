@@ -70,40 +70,72 @@ def _with_label(*text_fields: str) -> Callable[[Mapping[str, Any]], str | None]:
     return check
 
 
-def _check_chat_prompt(row: Mapping[str, Any]) -> str | None:
-    """A conversation to continue: well-formed messages whose last turn is not the assistant's."""
-    problem = _check_messages(row)
-    if problem is None and row["messages"][-1]["role"] == "assistant":
-        return "the last message is the assistant's; a prompt to continue ends with a user (or system) message"
-    return problem
+def _check_messages(messages: Any, name: str) -> str | None:
+    """One sentence about the first thing wrong with a list of {role, content} messages, or None."""
+    if not isinstance(messages, list) or not messages:
+        return f"'{name}' must be a non-empty list of {{role, content}} messages"
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, Mapping) or "role" not in msg or "content" not in msg:
+            return f"{name}[{i}] must be an object with 'role' and 'content'"
+        if msg["role"] not in CHAT_ROLES:
+            return f"{name}[{i}].role is '{msg['role']}'; use one of {', '.join(CHAT_ROLES)}"
+        if not isinstance(msg["content"], str):
+            return f"{name}[{i}].content must be a string"
+    return None
+
+
+def _check_chat_row(row: Mapping[str, Any]) -> str | None:
+    if not isinstance(row.get("messages"), list) or not row["messages"]:
+        return "row has no 'messages' list (chat format wants [{role, content}, ...])"
+    return _check_messages(row["messages"], "messages")
 
 
 def _check_chat(row: Mapping[str, Any]) -> str | None:
-    problem = _check_messages(row)
+    problem = _check_chat_row(row)
     if problem is None and not any(m["role"] == "assistant" for m in row["messages"]):
         return "no assistant message, so there is nothing to train on"
     return problem
 
 
-def _check_messages(row: Mapping[str, Any]) -> str | None:
-    messages = row.get("messages")
-    if not isinstance(messages, list) or not messages:
-        return "row has no 'messages' list (chat format wants [{role, content}, ...])"
-    for i, msg in enumerate(messages):
-        if not isinstance(msg, Mapping) or "role" not in msg or "content" not in msg:
-            return f"messages[{i}] must be an object with 'role' and 'content'"
-        if msg["role"] not in CHAT_ROLES:
-            return f"messages[{i}].role is '{msg['role']}'; use one of {', '.join(CHAT_ROLES)}"
-        if not isinstance(msg["content"], str):
-            return f"messages[{i}].content must be a string"
+def _check_chat_prompt(row: Mapping[str, Any]) -> str | None:
+    """A conversation to continue: well-formed messages whose last turn is not the assistant's."""
+    problem = _check_chat_row(row)
+    if problem is None and row["messages"][-1]["role"] == "assistant":
+        return "the last message is the assistant's; a prompt to continue ends with a user (or system) message"
+    return problem
+
+
+def _check_preference(row: Mapping[str, Any]) -> str | None:
+    """prompt / chosen / rejected: all strings (prompt required), or all chat messages (TRL's conversational layout;
+    without a prompt, the turns that chosen and rejected share are the prompt). Identical pairs are checked in
+    `llmkit.data.preference`, because `data.identical_pairs: drop` may drop them."""
+    for name in ("chosen", "rejected"):
+        if row.get(name) is None:
+            return f"row has no '{name}' field (or it is null)"
+    if isinstance(row["chosen"], str) or isinstance(row["rejected"], str):
+        problem = _strings("prompt", "chosen", "rejected")(row)
+        return problem + " (with text answers, prompt, chosen and rejected are all strings)" if problem else None
+    for name in ("prompt", "chosen", "rejected"):
+        if name != "prompt" or row.get("prompt") is not None:
+            problem = _check_messages(row[name], name)
+            if problem:
+                return problem
+    for name in ("chosen", "rejected"):
+        if row[name][-1]["role"] != "assistant":
+            return f"the last message of '{name}' must be the assistant's answer"
+    first = row["chosen"][0]
+    if row.get("prompt") is None and (first != row["rejected"][0] or first["role"] == "assistant"):
+        return "without a 'prompt', chosen and rejected must start with the same user (or system) turns"
     return None
 
+
+PREFERENCE_TASKS = ("dpo", "orpo", "kto")
 
 FORMATS: dict[str, Format] = {
     "alpaca": Format(
         required=("instruction", "output"),
         optional=("input",),
-        tasks=("sft",),
+        tasks=("sft", "distill"),
         doc="instruction / optional input / output; the prompt is masked, the output and EOS are trained",
         check_row=_strings("instruction", "output", optional=("input",)),
         check_input=_strings("instruction", optional=("input",)),
@@ -111,7 +143,7 @@ FORMATS: dict[str, Format] = {
     "chat": Format(
         required=("messages",),
         optional=(),
-        tasks=("sft",),
+        tasks=("sft", "distill"),
         doc="a list of {role, content} messages rendered with the tokenizer's chat template; assistant turns train",
         check_row=_check_chat,
         check_input=_check_chat_prompt,
@@ -119,14 +151,14 @@ FORMATS: dict[str, Format] = {
     "text": Format(
         required=("text",),
         optional=(),
-        tasks=("sft",),
+        tasks=("sft", "distill"),
         doc="plain text for continued pre-training; every token trains",
         check_row=_strings("text"),
     ),
     "classification": Format(
         required=("text", "label"),
         optional=(),
-        tasks=("classification",),
+        tasks=("classification", "distill"),
         doc="a text and its label (a name or an integer); names are mapped to ids and saved in the model config",
         check_row=_with_label("text"),
         check_input=_strings("text"),
@@ -134,7 +166,7 @@ FORMATS: dict[str, Format] = {
     "sentence-pair": Format(
         required=("text", "text_pair", "label"),
         optional=(),
-        tasks=("classification",),
+        tasks=("classification", "distill"),
         doc="two texts and a label (entailment, paraphrase, answer quality); encoders join them with [SEP]",
         check_row=_with_label("text", "text_pair"),
         check_input=_strings("text", "text_pair"),
@@ -146,6 +178,27 @@ FORMATS: dict[str, Format] = {
         doc="a source text and the target text to generate from it (summary, translation)",
         check_row=_strings("source", "target"),
         check_input=_strings("source"),
+    ),
+    "preference": Format(
+        required=("chosen", "rejected"),
+        optional=("prompt",),
+        tasks=PREFERENCE_TASKS,
+        doc="prompt / chosen / rejected as text, or as chat messages (TRL's layout); the model learns to prefer chosen",
+        check_row=_check_preference,
+    ),
+    "alpaca_preference": Format(
+        required=("instruction", "chosen", "rejected"),
+        optional=("input",),
+        tasks=PREFERENCE_TASKS,
+        doc="instruction / optional input / chosen / rejected; the prompt is built as for alpaca",
+        check_row=_strings("instruction", "chosen", "rejected", optional=("input",)),
+    ),
+    "rationale": Format(
+        required=("input", "label", "rationale"),
+        optional=(),
+        tasks=("distill",),
+        doc="input / label / rationale, as `llmkit rationales` writes them; the student learns both label and why",
+        check_row=_strings("input", "label", "rationale"),
     ),
 }
 

@@ -84,9 +84,11 @@ def render(
     if fmt == "alpaca":
         if use_chat:
             return chat_segments(
-                [_alpaca_user_turn(row), {"role": "assistant", "content": row["output"]}], tokenizer, system_prompt
+                [{"role": "user", "content": alpaca_user(row)}, {"role": "assistant", "content": row["output"]}],
+                tokenizer,
+                system_prompt,
             )
-        return [(_alpaca_prompt(row), False), (row["output"], True)]
+        return [(alpaca_prompt(row), False), (row["output"], True)]
     if fmt == "chat":
         return chat_segments(list(row["messages"]), tokenizer, system_prompt)
     raise ValueError(f"format {fmt!r} does not produce text segments")
@@ -100,18 +102,20 @@ def generation_prompt(
     if fmt == "text":
         return row["text"]
     if fmt == "alpaca" and not use_chat:
-        return _alpaca_prompt(row)
-    messages = [_alpaca_user_turn(row)] if fmt == "alpaca" else list(row["messages"])
+        return alpaca_prompt(row)
+    messages = [{"role": "user", "content": alpaca_user(row)}] if fmt == "alpaca" else list(row["messages"])
     if system_prompt and messages[0]["role"] != "system":
         messages = [{"role": "system", "content": system_prompt}, *messages]
     return _apply(tokenizer, messages, generation_prompt=True)
 
 
-def _alpaca_user_turn(row: Mapping[str, Any]) -> dict[str, str]:
-    return {"role": "user", "content": row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else "")}
+def alpaca_user(row: Mapping[str, Any]) -> str:
+    """An alpaca row's instruction and input as one user message, for chat templates."""
+    return row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else "")
 
 
-def _alpaca_prompt(row: Mapping[str, Any]) -> str:
+def alpaca_prompt(row: Mapping[str, Any]) -> str:
+    """An alpaca row's prompt in the Alpaca text format, up to where the response starts."""
     prompt = ALPACA_PROMPT.format(instruction=row["instruction"])
     if row.get("input"):
         prompt += ALPACA_INPUT.format(input=row["input"])

@@ -22,6 +22,10 @@ PLANNED = {
 }
 
 
+# What a distillation student of each family is: a classifier (bert), a rationale student (t5), a causal LM.
+STUDENT_TASK = {"bert": "classification", "t5": "seq2seq", "gpt2": "sft", "llama": "sft"}
+
+
 def task_head(task: str) -> str:
     return TASKS[task].head if task in TASKS else PLANNED[task][0]
 
@@ -31,6 +35,8 @@ def task_families(task: str) -> tuple[str, ...]:
 
 
 def supported(method: type[MethodConfig], family: str, task: str) -> bool:
+    if task == "distill" and family in STUDENT_TASK:  # the student trains under its own task's head as well
+        return method.why_not(family, task) is None and supported(method, family, STUDENT_TASK[family])
     return family in task_families(task) and method.why_not(family, task) is None
 
 
@@ -72,10 +78,18 @@ def markdown() -> str:
         cells = [", ".join(families_for(method, t)) or "—" for t in TASK_NAMES]
         merge = "full model" if method.saves_full_model else ("yes" if method.mergeable else "no")
         lines.append(f"| `{name}` | " + " | ".join(cells) + f" | {merge} |")
+    planned = [t for t in TASK_NAMES if t not in TASKS]
+    lines += [""]
+    if planned:
+        lines += [
+            "† not a task in this build yet; the cell lists what the method declares, and the model-level tests "
+            "train, save and reload it on that head.",
+            "",
+        ]
     lines += [
-        "",
-        "† not a task in this build yet; the cell lists what the method declares, and the model-level tests train, "
-        "save and reload it on that head.",
+        "`dpo` stands for the preference tasks (`orpo` and `kto` take the same methods). A `distill` student is a "
+        "classifier for bert, a rationale student for t5 and a causal LM (or a classifier) for gpt2 and llama; "
+        "each cell holds where the method fits that student's own task too.",
         "",
         "Refused combinations (each is a validation error before anything loads):",
         "",

@@ -27,6 +27,8 @@ class PromptTuningMethod(MethodConfig):
     tasks = ("sft", "classification", "seq2seq")
     excluded: ClassVar[dict[tuple[str, str], str]] = {
         ("*", "dpo"): _SHIFTS,
+        ("*", "orpo"): _SHIFTS,
+        ("*", "kto"): _SHIFTS,
         ("*", "distill"): _SHIFTS,
         ("gpt2", "classification"): _POOLS_PAD,
         ("llama", "classification"): _POOLS_PAD,

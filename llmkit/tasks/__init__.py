@@ -39,6 +39,30 @@ TASKS: dict[str, TaskSpec] = {
         doc="map a source text to a target text (summarise, translate) with an encoder-decoder; ROUGE on generations",
         sections=("generation", "evaluation"),
     ),
+    "dpo": TaskSpec(
+        families=("gpt2", "llama"),
+        head="causal_lm",
+        doc="direct preference optimisation on chosen / rejected pairs, against a frozen reference (TRL DPOTrainer)",
+        sections=("dpo",),
+    ),
+    "orpo": TaskSpec(
+        families=("gpt2", "llama"),
+        head="causal_lm",
+        doc="odds-ratio preference optimisation: SFT and preference in one loss, no reference (TRL ORPOTrainer)",
+        sections=("orpo",),
+    ),
+    "kto": TaskSpec(
+        families=("gpt2", "llama"),
+        head="causal_lm",
+        doc="Kahneman-Tversky optimisation on answers marked good or bad (TRL KTOTrainer); pairs are unpaired",
+        sections=("kto",),
+    ),
+    "distill": TaskSpec(
+        families=("bert", "gpt2", "llama", "t5"),
+        head="causal_lm",  # the student's head follows data.format: see llmkit.tasks.distill.student_head
+        doc="a student learns from a frozen teacher's soft targets, or from the teacher's rationales",
+        sections=("distill", "classification", "evaluation"),  # a classifier student: labels and extra metrics
+    ),
 }
 
 

@@ -8,6 +8,7 @@ metrics at every evaluation.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -33,9 +34,16 @@ def encoder(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, overlong: str | 
     return Encoder(tokenizer, data.format == "sentence-pair", data.max_length, overlong or data.overlong)
 
 
-def encode_splits(job: Job, tokenizer: PreTrainedTokenizerBase) -> tuple[Prepared, list[str]]:
-    """Training and held-out examples, and the label names in id order (from the recipe or the training data)."""
+Encode = Callable[[Rows, Mapping[str, int]], tuple[list[dict[str, Any]], list[str], TokenStats]]
+
+
+def encode_splits(
+    job: Job, tokenizer: PreTrainedTokenizerBase, encode: Encode | None = None
+) -> tuple[Prepared, list[str]]:
+    """Training and held-out examples, and the label names in id order (from the recipe or the training data).
+    `encode(rows, label_ids)` replaces the recipe's encoder (distillation adds the teacher's inputs)."""
     data = job.recipe.data
+    encode = encode or encoder(job.recipe, tokenizer).examples
     train_rows, eval_rows = load_splits(data)
     names = label_names(train_rows, job.recipe.classification)
     if eval_rows is not None:
@@ -44,7 +52,7 @@ def encode_splits(job: Job, tokenizer: PreTrainedTokenizerBase) -> tuple[Prepare
     prepared = prepare_examples(
         train_rows,
         eval_rows,
-        lambda rows: encoder(job.recipe, tokenizer).examples(rows, ids),
+        lambda rows: encode(rows, ids),
         f"(all longer than data.max_length={data.max_length}); raise max_length or set data.overlong: truncate",
     )
     say(f"training examples per label: {_counts(prepared.train, names)}")
@@ -75,7 +83,7 @@ def run(job: Job) -> dict[str, Any]:
     section = recipe.classification
     tokenizer = job.tokenizer()
     prepared, names = encode_splits(job, tokenizer)
-    test = _test_examples(job, tokenizer, names)
+    test = test_examples(job, tokenizer, names)
     extra = ExtraMetrics(recipe.evaluation.extra_metrics)
 
     train, class_weights = prepared.train, None
@@ -108,13 +116,17 @@ def run(job: Job) -> dict[str, Any]:
     return metrics
 
 
-def _test_examples(job: Job, tokenizer: Any, names: list[str]) -> list[dict[str, Any]] | None:
+def test_examples(
+    job: Job, tokenizer: Any, names: list[str], encode: Encode | None = None
+) -> list[dict[str, Any]] | None:
+    """The data.test examples, scored once after training; None if the recipe has no test split."""
     data = job.recipe.data
     if data.test is None:
         return None
     rows = load_source(data.test, data)
     check_known(rows, names, UNSEEN)
-    examples, _, stats = encoder(job.recipe, tokenizer).examples(rows, {n: i for i, n in enumerate(names)})
+    encode = encode or encoder(job.recipe, tokenizer).examples
+    examples, _, stats = encode(rows, {n: i for i, n in enumerate(names)})
     say(f"test: {stats.summary(rows.name)}")
     job.fingerprints["test"] = rows.describe()
     return examples

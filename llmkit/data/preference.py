@@ -1,0 +1,155 @@
+"""Preference pairs: checked rows → TRL's prompt / chosen / rejected layout, with llmkit's length and pair policies.
+
+TRL's trainers tokenise the pairs themselves (with the chat template for conversational rows); this module decides
+*what* they see: how an alpaca row becomes a prompt (the same way SFT builds it, so a model is preference-tuned in
+the format it was instruction-tuned in), which pairs are dropped, and why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from llmkit.data.sft import CHATML_TEMPLATE, alpaca_prompt, alpaca_user, uses_chat_template
+from llmkit.data.sources import Rows
+from llmkit.errors import DataError
+from llmkit.recipe import DataSection
+
+MAX_REPORTED = 5
+
+
+@dataclass
+class PairStats:
+    rows: int = 0
+    kept: int = 0
+    identical: int = 0
+    overlong: int = 0
+    truncated: int = 0
+    max_tokens: int = 0
+
+    def summary(self, name: str) -> str:
+        parts = [f"{self.kept} pairs from {self.rows} rows of {name}", f"longest {self.max_tokens} tokens"]
+        if self.identical:
+            parts.append(f"{self.identical} dropped with chosen identical to rejected")
+        if self.overlong:
+            parts.append(f"{self.overlong} dropped as longer than max_length")
+        if self.truncated:
+            parts.append(f"{self.truncated} truncated")
+        return ", ".join(parts)
+
+
+def wants_chat(fmt: str, template: str, tokenizer: Any) -> bool:
+    """Alpaca pairs follow SFT's rule (the chat template on 'auto' when the tokenizer has one); text pairs of format
+    preference are used as written, as TRL does, unless data.template is 'chat'."""
+    return uses_chat_template("alpaca", template, tokenizer) if fmt == "alpaca_preference" else template == "chat"
+
+
+def to_trl(row: Mapping[str, Any], fmt: str, use_chat: bool, system_prompt: str | None) -> dict[str, Any]:
+    """One checked row in TRL's layout: strings (standard) or lists of messages (conversational)."""
+    if fmt == "alpaca_preference":
+        prompt_text, user_text = alpaca_prompt(row), alpaca_user(row)
+    elif isinstance(row["chosen"], str):
+        prompt_text = user_text = row["prompt"]
+    else:  # conversational already; an implicit prompt (the turns both share) is made explicit, as TRL does
+        from trl.data_utils import extract_prompt
+
+        out = dict(row) if row.get("prompt") is not None else extract_prompt(row)
+        out = {key: list(out[key]) for key in ("prompt", "chosen", "rejected")}
+        if system_prompt and out["prompt"][0]["role"] != "system":
+            out["prompt"].insert(0, {"role": "system", "content": system_prompt})
+        return out
+    if not use_chat:
+        return {"prompt": prompt_text, "chosen": row["chosen"], "rejected": row["rejected"]}
+    prompt = [{"role": "user", "content": user_text}]
+    if system_prompt:
+        prompt.insert(0, {"role": "system", "content": system_prompt})
+    return {
+        "prompt": prompt,
+        "chosen": [{"role": "assistant", "content": row["chosen"]}],
+        "rejected": [{"role": "assistant", "content": row["rejected"]}],
+    }
+
+
+def identical(row: Mapping[str, Any]) -> bool:
+    chosen, rejected = row["chosen"], row["rejected"]
+    if isinstance(chosen, str) and isinstance(rejected, str):
+        return chosen.strip() == rejected.strip()
+    return chosen == rejected
+
+
+def tokenize_pair(pair: Mapping[str, Any], tokenizer: Any) -> dict[str, list[int]]:
+    """prompt_ids / chosen_ids / rejected_ids as TRL's DPOTrainer tokenises a pair: conversational pairs through the
+    chat template, text pairs with EOS appended to each answer; an answer starts where the tokenised prompt and
+    prompt + answer first differ. llmkit needs the same ids before the trainer exists, to apply data.overlong and to
+    score held-out pairs."""
+    if isinstance(pair["prompt"], list):
+
+        def ids(messages: list[dict[str, str]], **kwargs: Any) -> list[int]:
+            return tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, **kwargs)["input_ids"]
+
+        prompt = ids(pair["prompt"], add_generation_prompt=True)
+        full = {key: ids(pair["prompt"] + pair[key]) for key in ("chosen", "rejected")}
+    else:
+        eos = tokenizer.eos_token
+        full = {
+            key: tokenizer(pair["prompt"] + pair[key] + ("" if pair[key].endswith(eos) else eos))["input_ids"]
+            for key in ("chosen", "rejected")
+        }
+        prompt = tokenizer(pair["prompt"])["input_ids"]
+    start = min(_common_prefix(prompt, full[key]) for key in ("chosen", "rejected"))
+    return {
+        "prompt_ids": prompt[:start],
+        "chosen_ids": full["chosen"][start:],
+        "rejected_ids": full["rejected"][start:],
+    }
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def build_pairs(rows: Rows, data: DataSection, tokenizer: Any) -> tuple[list[dict[str, Any]], list[str], PairStats]:
+    """Pairs in TRL's layout, where each came from, and what happened to the rows. Identical pairs and overlong pairs
+    follow data.identical_pairs and data.overlong; either way the user is told how many."""
+    use_chat = wants_chat(data.format, data.template, tokenizer)
+    if len({isinstance(row["chosen"], str) for row in rows.rows}) > 1:
+        raise DataError("mixes rows with text answers and rows with chat messages; use one layout per file", rows.name)
+    if (use_chat or isinstance(rows.rows[0].get("chosen"), list)) and not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = CHATML_TEMPLATE
+    same = [where for row, where in zip(rows.rows, rows.where, strict=True) if identical(row)]
+    if same and data.identical_pairs == "error":
+        more = f" (and {len(same) - MAX_REPORTED} more)" if len(same) > MAX_REPORTED else ""
+        raise DataError(
+            f"{len(same)} rows have chosen identical to rejected, so there is no preference to learn{more}:\n  "
+            + "\n  ".join(same[:MAX_REPORTED])
+            + "\n  fix or remove them, or set data.identical_pairs: drop"
+        )
+    pairs, origins = [], []
+    stats = PairStats(rows=len(rows), identical=len(same))
+    for row, where in zip(rows.rows, rows.where, strict=True):
+        if identical(row):
+            continue
+        pair = to_trl(row, data.format, use_chat, data.system_prompt)
+        ids = tokenize_pair(pair, tokenizer)
+        prompt_len = len(ids["prompt_ids"])
+        length = prompt_len + max(len(ids["chosen_ids"]), len(ids["rejected_ids"]))
+        if length > data.max_length:
+            if data.overlong == "error":
+                raise DataError(
+                    f"is {length} tokens, longer than data.max_length={data.max_length}; raise max_length or set "
+                    "data.overlong to drop or truncate",
+                    where,
+                )
+            if data.overlong == "drop" or prompt_len >= data.max_length:  # truncating would leave no answer
+                stats.overlong += 1
+                continue
+            stats.truncated += 1
+        pairs.append(pair)
+        origins.append(where)
+        stats.max_tokens = max(stats.max_tokens, min(length, data.max_length))
+    stats.kept = len(pairs)
+    return pairs, origins, stats
