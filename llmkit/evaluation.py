@@ -15,7 +15,7 @@ from typing import Any
 
 from llmkit.data.load import load_split
 from llmkit.errors import LlmkitError, RecipeError
-from llmkit.job import LLMKIT_META, Job, say, set_verbosity
+from llmkit.job import LLMKIT_META, Job, distributed_state, say, set_verbosity
 from llmkit.metrics import ExtraMetrics
 from llmkit.models import ResolvedModel, Trained, load_trained
 from llmkit.outputs import RunDir, write_json
@@ -87,6 +87,7 @@ def evaluate_checkpoint(
     if evaluate is None:
         raise LlmkitError(f"llmkit eval does not support task '{recipe.task}' yet.")
     set_verbosity()
+    distributed_state(recipe)  # the task's Trainer reuses the process state (use_configured_state), as in training
     found = find_checkpoint(checkpoint, recipe.task)
     split = split or ("test" if recipe.data.test is not None else "validation")
     rows = load_split(recipe.data, split)  # bad data and unloadable metrics fail here, before the model loads

@@ -87,6 +87,16 @@ def run_cli(*argv: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+def run_cli_fresh(*argv: str) -> tuple[int, str, str]:
+    """Run `python -m llmkit ARGV` in a new process, as a user does: nothing set up by earlier in-process runs
+    (accelerate's process state, warm caches) can hide a problem. Slower; for the commands run after training."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "llmkit", *argv], capture_output=True, text=True)
+    return done.returncode, done.stdout, done.stderr
+
+
 def train_fails(tmp_path: Path, recipe: dict, *overrides: str) -> tuple[int, str]:
     """`llmkit train` on a bad recipe: it must exit non-zero with no traceback and leave no run behind (the recipe's
     output_dir is tmp_path/run). Returns the exit code and stderr."""

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from conftest import run_cli, train_fails, write_recipe
+from conftest import run_cli, run_cli_fresh, train_fails, write_recipe
 from toy import accumulation_pair, classification_recipe, pair_rows, sentiment_rows, write_jsonl, write_splits
 
 import llmkit
@@ -97,8 +97,8 @@ def test_eval_command_reproduces_the_training_metrics(trained, tmp_path):
     result, recipe = trained["bert"]
     metrics = json.loads((result.output_dir / "metrics.json").read_text())
     out = tmp_path / "val.json"
-    code, stdout, stderr = run_cli("eval", str(recipe), "--checkpoint", str(result.output_dir), "--split", "validation",
-                                   "--output", str(out))  # fmt: skip
+    code, stdout, stderr = run_cli_fresh("eval", str(recipe), "--checkpoint", str(result.output_dir),
+                                         "--split", "validation", "--output", str(out))  # fmt: skip
     assert code == 0, stderr
     report = json.loads(out.read_text())
     assert json.loads(stdout) == report and report["rows"] == 24 and report["split"] == "validation"
