@@ -8,23 +8,19 @@ bottleneck adapters add computation instead of changing weights, so those runs c
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
 
 from llmkit.errors import RecipeError
-from llmkit.methods import METHODS
+from llmkit.methods import read_run
 
 
 def merge(run_dir: str | os.PathLike[str], output: str | os.PathLike[str]) -> Path:
     """Write the merged model of `run_dir` to `output` (atomically: `output.incomplete` until complete)."""
     run_dir, output = Path(run_dir), Path(output)
-    meta = run_dir / "llmkit.json"
-    if not meta.is_file():
-        raise RecipeError(f"'{run_dir}' is not a finished llmkit run (it has no llmkit.json).")
-    block = json.loads(meta.read_text())["method"]
-    method = METHODS[block["name"]](**block)
+    info, method = read_run(run_dir)
+    block = info["method"]
     if method.saves_full_model:
         raise RecipeError(
             f"'{run_dir}' trained every weight (method {block['name']}), so it already is a complete model; "

@@ -51,7 +51,14 @@ def cache_dir() -> Path:
 
 def resolve_base(section: ModelSection, ref: ModelRef) -> ResolvedModel:
     """Materialise GGUF to safetensors if needed and read the config, so the family is known before weights load."""
-    path = ref.path if ref.gguf_file is None else str(dequantised_gguf(Path(ref.path) / ref.gguf_file, ref))
+    path = ref.path
+    if ref.gguf_file is not None:
+        gguf_path = Path(ref.path) / ref.gguf_file
+        try:
+            path = str(dequantised_gguf(gguf_path, ref))
+        except Exception as exc:  # a truncated or foreign file fails deep inside the gguf reader
+            reason = f"{type(exc).__name__}: {first_line(exc)}"
+            raise RecipeError(f"model.name: cannot read the GGUF file '{gguf_path}' ({reason}).") from None
     model_type = ref.model_type
     if model_type is None:
         try:
@@ -62,6 +69,28 @@ def resolve_base(section: ModelSection, ref: ModelRef) -> ResolvedModel:
             raise RecipeError(f"model.name: cannot load '{section.name}': {first_line(exc)}") from None
         model_type = config.model_type
     return ResolvedModel(path=path, model_type=model_type, family=family_of(model_type), section=section)
+
+
+def length_problems(base: ResolvedModel, max_lengths: dict[str, int | None]) -> list[str]:
+    """Models with learned absolute positions (BERT-style, GPT-2, BART) have none past their config's limit, and
+    torch would fail mid-run with an IndexError; say so before anything loads. Rotary and relative positions
+    (Llama, T5, DeBERTa-v3) have no such wall."""
+    if base.family not in ("bert", "gpt2") and base.model_type != "bart":
+        return []
+    try:
+        config = AutoConfig.from_pretrained(base.path, **base.pretrained_kwargs())
+    except (OSError, ValueError):
+        return []  # resolve_base read it already; a model that loads another way is checked by transformers
+    if getattr(config, "position_biased_input", True) is False:
+        return []
+    limit = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+    if limit and config.model_type in ("roberta", "xlm-roberta", "camembert"):
+        limit -= 2  # their position ids start after the padding index
+    return [
+        f"{key}: {value} is more than this {base.model_type} model's {limit} positions; set {key}: {limit} or less."
+        for key, value in max_lengths.items()
+        if limit and value and value > limit
+    ]
 
 
 def _revision(section: ModelSection, path: str) -> dict[str, Any]:
@@ -177,17 +206,12 @@ def load_trained(
     GGUF cache or a packaged model, as the recipe named it, 4-bit for QLoRA) and put the adapter on it. `weights`: one
     of the run's trainer checkpoints (`<run>/checkpoints/checkpoint-N`) to load instead of the final weights; with
     `merged=True` the method folds its weights into the base instead (`llmkit merge`)."""
-    import json
 
     from llmkit.families import resolve_model
-    from llmkit.methods import METHODS, MethodContext
+    from llmkit.methods import MethodContext, read_run
 
     run_dir = Path(run_dir)
-    meta = run_dir / "llmkit.json"
-    if not meta.is_file():
-        raise RecipeError(f"'{run_dir}' is not a finished llmkit run (it has no llmkit.json).")
-    info = json.loads(meta.read_text())
-    method = METHODS[info["method"]["name"]](**info["method"])
+    info, method = read_run(run_dir)
     tokenizer = AutoTokenizer.from_pretrained(run_dir)
     kwargs = {**info.get("head_kwargs", {}), **(head_kwargs or {})}
     if "id2label" in kwargs:  # JSON made the ids strings; transformers keeps whatever keys it is given

@@ -82,6 +82,9 @@ def test_refusals_say_why(tmp_path):
     assert bert == [
         "method.name: 'llama_adapter' does not work for task 'sft' on bert models: it supports gpt2, llama models."
     ]
+    for name in ("adapter", "adapter_fusion"):  # albert is a bert-family type, but has no per-layer places
+        message = _problems(tmp_path, "albert", "classification", {"name": name, **REQUIRED.get(name, {})})
+        assert f"method.name: '{name}' does not work on model type 'albert': ALBERT runs one shared layer" in message
     prompt = METHODS["prompt_tuning"](name="prompt_tuning")
     assert "would pool a pad token" in prompt.problems("llama", "classification")[0]
     assert "virtual tokens lengthen the logits" in prompt.problems("llama", "dpo")[0]
@@ -112,6 +115,29 @@ def test_qlora_without_bitsandbytes_says_how_to_install_it(tmp_path, monkeypatch
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # find_spec now reports it missing
     message = _problems(tmp_path, "llama", "sft", {"name": "qlora"})
     assert "method: qlora needs bitsandbytes: pip install 'bitsandbytes>=0.50,<0.51' (or use method lora)" in message
+
+
+def test_a_run_that_cannot_be_rebuilt_is_one_sentence(tmp_path, monkeypatch):
+    """merge / eval / predict read the run's llmkit.json: a damaged one, or a method this install lacks, is a
+    RecipeError naming the run, not a pydantic or JSON traceback."""
+    from llmkit.methods import read_run
+
+    run = tmp_path / "run"
+    run.mkdir()
+    cases = {
+        "{not json": "llmkit.json' is damaged (JSONDecodeError",
+        '{"method": {"name": "lorax"}}': "llmkit.json' is damaged (KeyError: 'lorax'); train the run again.",
+        '{"method": {"name": "lora", "rank": 4}}': "cannot be loaded: method.rank: Extra inputs are not permitted.",
+    }
+    for text, message in cases.items():
+        (run / "llmkit.json").write_text(text)
+        with pytest.raises(RecipeError) as caught:
+            read_run(run)
+        assert message in str(caught.value), text
+    (run / "llmkit.json").write_text('{"method": {"name": "qlora"}}')
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)
+    with pytest.raises(RecipeError, match="qlora needs bitsandbytes: pip install"):
+        read_run(run)
 
 
 def test_validating_any_method_imports_no_torch(tmp_path):

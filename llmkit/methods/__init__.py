@@ -6,10 +6,14 @@ Each method is one small module; its config is a pydantic model (validated with 
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 
+from llmkit.errors import RecipeError, first_line
 from llmkit.methods.adalora import AdaLoraMethod
 from llmkit.methods.adapter import AdapterMethod
 from llmkit.methods.adapter_fusion import AdapterFusionMethod
@@ -55,4 +59,27 @@ METHODS: dict[str, type[MethodConfig]] = {
     )
 }
 
-__all__ = ["METHODS", "MethodBlock", "MethodConfig", "MethodContext"]
+
+def read_run(run_dir: str | os.PathLike[str]) -> tuple[dict[str, Any], MethodConfig]:
+    """A finished run's llmkit.json and its method block, or one sentence saying why the directory cannot be used
+    (not a run, a damaged llmkit.json, or a method this install cannot rebuild, e.g. QLoRA without bitsandbytes)."""
+    meta = Path(run_dir) / "llmkit.json"
+    if not meta.is_file():
+        raise RecipeError(f"'{run_dir}' is not a finished llmkit run (it has no llmkit.json).")
+    try:
+        info = json.loads(meta.read_text())
+        block = dict(info["method"])
+        cls = METHODS[block["name"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        reason = f"{type(exc).__name__}: {first_line(exc)}"
+        raise RecipeError(f"'{meta}' is damaged ({reason}); train the run again.") from exc
+    try:
+        return info, cls(**block)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        where = ".".join(str(part) for part in problem["loc"]) or "method"
+        message = problem["msg"].removeprefix("Value error, ")
+        raise RecipeError(f"'{run_dir}' cannot be loaded: method.{where}: {message}.") from exc
+
+
+__all__ = ["METHODS", "MethodBlock", "MethodConfig", "MethodContext", "read_run"]

@@ -11,6 +11,8 @@ from llmkit.methods.base import MethodConfig, MethodContext
 
 Activation = Literal["relu", "gelu", "silu", "tanh"]
 NOT_LINEAR = "an adapter is a non-linear block after a layer, not a change to that layer's weights"
+# Model types of a supported family whose layers `llmkit.adapters.bottleneck` cannot place adapters in.
+NO_PLACES = {"albert": "ALBERT runs one shared layer at every depth, so there is no per-layer place for an adapter"}
 
 
 class AdapterMethod(MethodConfig):
@@ -25,6 +27,7 @@ class AdapterMethod(MethodConfig):
     activation: Activation = Field("relu", description="non-linearity inside the bottleneck")
 
     merge_note = NOT_LINEAR
+    refused_model_types = NO_PLACES
 
     def insert(self, model: Any) -> list[str]:
         from llmkit.adapters.bottleneck import Bottleneck, insert

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from llmkit.methods.adapter import NOT_LINEAR
+from llmkit.methods.adapter import NO_PLACES, NOT_LINEAR
 from llmkit.methods.base import MethodConfig, MethodContext
 
 LAYOUT = "fusion_adapters.json"  # the fused adapters' settings, so a fusion run reloads without its inputs
@@ -23,6 +23,7 @@ class AdapterFusionMethod(MethodConfig):
     adapters: list[str] = Field(description="directories of finished `method: adapter` runs on this recipe's model")
 
     merge_note = NOT_LINEAR
+    refused_model_types = NO_PLACES
 
     @field_validator("adapters")
     @classmethod

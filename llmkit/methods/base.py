@@ -31,6 +31,7 @@ class MethodConfig(BaseModel):
     families: ClassVar[tuple[str, ...]] = ALL_FAMILIES
     tasks: ClassVar[tuple[str, ...] | None] = None  # None: every task
     model_types: ClassVar[tuple[str, ...] | None] = None  # None: every model type of its families
+    refused_model_types: ClassVar[dict[str, str]] = {}  # model types of a supported family that fail, with the reason
     # (family, task) pairs that fail although both are supported on their own, each with the reason.
     excluded: ClassVar[dict[tuple[str, str], str]] = {}
     mergeable: ClassVar[bool] = False  # whether `llmkit merge` can fold it into the base weights
@@ -61,6 +62,9 @@ class MethodConfig(BaseModel):
                 f"method.name: '{name}' does not work on model type '{model_type}'; "
                 f"it supports {', '.join(self.model_types)}."
             ]
+        why = self.refused_model_types.get(model_type or "")
+        if why is not None:
+            return [f"method.name: '{name}' does not work on model type '{model_type}': {why}."]
         return []
 
     def upstream_config(self, ctx: MethodContext) -> Any:

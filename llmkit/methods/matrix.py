@@ -102,6 +102,7 @@ def markdown() -> str:
         reasons = [f"{', '.join(where)}: {why}" for why, where in grouped.items()]
         if method.model_types is not None:
             reasons.append(f"model types {', '.join(method.model_types)} only (peft's list)")
+        reasons += [f"model type {model_type}: {why}" for model_type, why in method.refused_model_types.items()]
         if reasons:
             lines.append(f"- `{name}`: " + "; ".join(reasons) + ".")
     return "\n".join(lines) + "\n"
