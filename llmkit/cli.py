@@ -15,6 +15,17 @@ from collections.abc import Sequence
 from llmkit.errors import LlmkitError
 
 
+def positive(text: str) -> int:
+    """argparse type for counts: a whole number of at least 1 (0 batches or tokens is a mistake, not a no-op)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _recipe_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", help="path to a recipe YAML file")
     parser.add_argument(
@@ -77,9 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-column", default="input", help="column holding the input text (default: input)")
     p.add_argument("--label-column", help="column holding the gold label, if any; it becomes the label")
     p.add_argument("--prompt", help="prompt template with {input} (and {label}); default asks for 'Answer: ...'")
-    p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--limit", type=int, help="stop once this many inputs are done in total")
+    p.add_argument("--max-new-tokens", type=positive, default=128)
+    p.add_argument("--batch-size", type=positive, default=4)
+    p.add_argument("--limit", type=positive, help="stop once this many inputs are done in total")
     return parser
 
 

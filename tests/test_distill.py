@@ -219,7 +219,9 @@ def test_bad_temperature_alpha_and_teacher_are_one_sentence_each(tiny_dirs, inst
     recipe["distill"].update(alpha=1.5, temperature=0)
     err = _bad(tmp_path, recipe, "validate")
     assert "distill.alpha: must be between 0 and 1" in err and "got 1.5" in err
-    assert "distill.temperature: must be greater than 0" in err
+    assert "distill.temperature: must be a finite number greater than 0" in err
+    recipe["distill"].update(alpha=0.5, temperature=float("inf"))
+    assert "distill.temperature: must be a finite number greater than 0" in _bad(tmp_path, recipe, "validate")
     assert "distill.teacher: the local path" in err and "does not exist" in err
     recipe["distill"] = {"alpha": 0.5}
     assert "distill.teacher: required" in _bad(tmp_path, recipe)

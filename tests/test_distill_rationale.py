@@ -11,6 +11,7 @@ from conftest import SHARED_DATA, run_cli, write_recipe
 
 import llmkit
 from llmkit import Recipe
+from llmkit.cli import build_parser
 from llmkit.data.collate import Collator
 from llmkit.distill import generate
 from llmkit.distill.generate import check_prompt, parse
@@ -131,6 +132,13 @@ def test_bad_rationale_inputs_are_one_sentence(tiny_dirs, sms, tmp_path):
         "--input-column", "SMS",
     )  # fmt: skip
     assert code == 2 and "distill.teacher:" in stderr and "does not exist" in stderr
+    for content in ('{"input": "hi", "label": "ham", "rationale": "r"}\n', "not json\n{}\n"):  # not step-1 output
+        (tmp_path / "other.jsonl").write_text(content)
+        code, _, stderr = _rationales(tiny_dirs, sms, tmp_path / "other.jsonl")
+        assert code == 3 and "Traceback" not in stderr, stderr
+        assert "other.jsonl:1: is not a record of `llmkit rationales` (JSON with a 'source')" in stderr
+    with pytest.raises(SystemExit):  # argparse: a count below 1 is refused before anything loads
+        build_parser().parse_args(["rationales", "--teacher", "t", "--data", "d", "--output", "o", "--batch-size", "0"])
 
 
 # ---------------------------------------------------------------- step 2: the student

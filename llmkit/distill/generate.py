@@ -77,7 +77,16 @@ def done_sources(*paths: Path) -> set[str]:
         if text and not text.endswith("\n"):
             text = text[: text.rfind("\n") + 1]
             path.write_text(text)
-        done |= {json.loads(line)["source"] for line in text.splitlines() if line.strip()}
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                done.add(json.loads(line)["source"])
+            except (ValueError, KeyError, TypeError):
+                raise DataError(
+                    "is not a record of `llmkit rationales` (JSON with a 'source'); choose a new --output",
+                    f"{path}:{number}",
+                ) from None
     return done
 
 
@@ -110,7 +119,8 @@ def generate_rationales(
     if limit is not None:
         pending = pending[: max(0, limit - summary.already_done)]
     if not pending:
-        say(f"nothing to do: all {len(rows)} inputs of {rows.name} are in {out} or {rejected}")
+        reached = f"--limit {limit} is reached" if limit is not None and summary.already_done < len(rows) else None
+        say(f"nothing to do: {reached or f'all {len(rows)} inputs of {rows.name} are in {out} or {rejected}'}")
         return summary
 
     ref = resolve_teacher(teacher, dtype)

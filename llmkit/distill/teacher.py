@@ -34,12 +34,14 @@ class TeacherRef:
         return None
 
     def fingerprint(self) -> str:
-        """Identifies the teacher's weights for the logits cache: path, size and mtime of every file."""
+        """Identifies the teacher's logits for the cache: path, size and mtime of every file, and the dtype it
+        loads in (bfloat16 logits differ from float32 ones)."""
+        dtype = self.base.section.dtype if self.base else "run"  # a finished run loads as it was saved
         root = self.run_dir or (Path(self.base.path) if self.base and Path(self.base.path).is_dir() else None)
         if root is None:
-            return f"hub:{self.name}@{self.base.section.revision if self.base else None}"
+            return f"hub:{self.name}@{self.base.section.revision if self.base else None}|{dtype}"
         stats = sorted((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*.*"))
-        return json.dumps([str(root.resolve()), [s for s in stats if "checkpoint" not in s[0]]])
+        return json.dumps([str(root.resolve()), [s for s in stats if "checkpoint" not in s[0]], dtype])
 
 
 def resolve_teacher(name: str, dtype: str) -> TeacherRef:

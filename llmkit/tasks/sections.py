@@ -8,6 +8,7 @@ config passes through after a name check, and keys of TrainingArguments belong u
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -158,8 +159,8 @@ class DistillSection(BaseModel):
     @field_validator("temperature")
     @classmethod
     def _temperature(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError(f"must be greater than 0 (the logits are divided by it); got {value}")
+        if not 0 < value < math.inf:
+            raise ValueError(f"must be a finite number greater than 0 (the logits are divided by it); got {value}")
         return value
 
     @field_validator("teacher")
