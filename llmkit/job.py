@@ -129,7 +129,14 @@ class Job:
     ) -> Any:
         """Recipe keys over task defaults over llmkit defaults; upstream's own errors become RecipeErrors.
         `evaluate`: there is held-out data, so `train` measures it before and after training."""
-        kwargs = {**ARG_DEFAULTS, **task_defaults, **self.recipe.training.kwargs()}
+        own = self.recipe.training.kwargs()
+        wants_eval = own.get("eval_strategy", "no") != "no" or own.get("load_best_model_at_end")
+        if wants_eval and not evaluate:
+            raise RecipeError(
+                "training: eval_strategy / load_best_model_at_end need held-out data, and this run has none; set "
+                "data.validation or data.validation_split, or remove those training keys."
+            )
+        kwargs = {**ARG_DEFAULTS, **task_defaults, **own}
         kwargs.setdefault("eval_on_start", evaluate)
         kwargs["output_dir"] = str(self.run.checkpoints)
         kwargs["remove_unused_columns"] = False

@@ -7,13 +7,15 @@ and `resume_from_checkpoint: true` knows where to look.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ PACKAGES = ("llmkit", "torch", "transformers", "trl", "peft", "accelerate", "dat
 class RunDir:
     final: Path
     work: Path
+    created_parents: list[Path] = field(default_factory=list)  # made by start(); discard() removes them again
 
     @property
     def checkpoints(self) -> Path:
@@ -66,8 +69,16 @@ class RunDir:
         return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
     def start(self, resolved_recipe: str) -> None:
+        self.created_parents[:] = [p for p in reversed(self.work.parents) if not p.exists()]
         self.work.mkdir(parents=True, exist_ok=True)
         write_text(self.work / "recipe.yaml", resolved_recipe)
+
+    def discard(self) -> None:
+        """Remove a failed run's work directory, and the parent directories its start created (if still empty)."""
+        shutil.rmtree(self.work, ignore_errors=True)
+        for parent in reversed(self.created_parents):
+            with contextlib.suppress(OSError):
+                parent.rmdir()
 
     def finish(self, metrics: dict[str, Any], manifest: dict[str, Any]) -> None:
         write_json(self.work / "metrics.json", metrics)
@@ -105,16 +116,24 @@ def manifest(recipe_source: str | None, data_fingerprints: dict[str, Any], start
         "platform": platform.platform(),
         "packages": versions,
         "data": data_fingerprints,
-        "git": _git_state(),
+        # The project the run was started in (its recipes and data), and llmkit's own source when it is a checkout.
+        "git": {"cwd": _git_state(Path.cwd()), "llmkit": _git_state(Path(__file__).resolve().parent)},
     }
 
 
-def _git_state() -> dict[str, Any] | None:
+def _git_state(directory: Path) -> dict[str, Any] | None:
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", str(directory), *args], capture_output=True, text=True, timeout=5)
+
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        commit = git("rev-parse", "HEAD")
         if commit.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, timeout=5)
-        return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+        top = git("rev-parse", "--show-toplevel").stdout.strip()
+        return {
+            "repo": top,
+            "commit": commit.stdout.strip(),
+            "dirty": bool(git("status", "--porcelain").stdout.strip()),
+        }
     except (OSError, subprocess.SubprocessError):
         return None

@@ -7,6 +7,7 @@ torch: `llmkit validate` runs on a laptop without the training stack loaded.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -361,6 +362,8 @@ class Recipe(Section):
     def from_yaml(cls, path: str | os.PathLike[str], overrides: list[str] | None = None) -> Recipe:
         """Load, apply dotted `key.path=value` overrides, validate; raises RecipeError listing every problem."""
         path = Path(path)
+        if path.is_dir():
+            raise RecipeError(f"recipe file '{path}' is a directory; name the .yaml file inside it.")
         if not path.is_file():
             raise RecipeError(f"recipe file '{path}' does not exist.")
         data, lines = _load_yaml(path)
@@ -497,7 +500,12 @@ def _apply_override(data: dict[str, Any], item: str, source: str | None) -> tupl
 
 
 def _load_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecipeError(
+            f"{path}: is not UTF-8 text (byte {exc.start} cannot be decoded); save it as UTF-8."
+        ) from None
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -565,18 +573,45 @@ def _explain(
             message = f"unknown method '{tag}'{_suggest(tag, METHODS)}; choose one of {', '.join(METHODS)}"
             loc = ("method", "name")
         elif kind == "union_tag_not_found":
-            message = f"method needs a name; choose one of {', '.join(METHODS)}"
+            message = f"method needs a name (e.g. method.name=lora); choose one of {', '.join(METHODS)}"
         else:
-            message = err["msg"].removeprefix("Value error, ")
+            message = re.sub(r" or instance of \w+", "", err["msg"].removeprefix("Value error, "))
             if kind not in ("value_error", "assertion_error") and "input" in err:
                 message += f" (got {err['input']!r})"
         located.append((loc, message))
+    located = _merge_union_members(located)
     located.sort(key=lambda item: _line(item[0], lines, touched))
     return [f"{_where(loc, source, lines, touched)}{'.'.join(loc) or 'recipe'}: {msg}" for loc, msg in located]
 
 
+# pydantic names the member of a plain union (`str | list[str]`) a value failed as the last part of its location.
+_UNION_MEMBER = re.compile(r"^(str|int|float|bool|list\[.*\]|dict\[.*\]|literal\[.*\]|function-\w+\[.*\])$")
+
+
+def _merge_union_members(located: list[tuple[tuple[str, ...], str]]) -> list[tuple[tuple[str, ...], str]]:
+    """A value that fits no member of a union is one problem, not one per member: `key: A, or B (got x)`."""
+    merged: dict[tuple[str, ...], list[str]] = {}
+    for loc, message in located:
+        key = loc[:-1] if len(loc) > 1 and _UNION_MEMBER.match(loc[-1]) else loc
+        merged.setdefault(key, []).append(message)
+    out = []
+    for loc, messages in merged.items():
+        got = {m[m.rfind(" (got ") :] for m in messages if " (got " in m}
+        if len(messages) > 1 and len(got) == 1:
+            suffix = got.pop()
+            lead = "Input should be "
+            parts = [m.removesuffix(suffix) for m in messages]
+            parts = [parts[0]] + [p.removeprefix(lead) if parts[0].startswith(lead) else p for p in parts[1:]]
+            out.append((loc, ", or ".join(dict.fromkeys(parts)) + suffix))
+        else:
+            out += [(loc, m) for m in messages]
+    return out
+
+
 def _line(loc: tuple[str, ...], lines: dict, touched: set) -> float:
     """The recipe line a key sits on; overrides sort last, keys with no line (missing ones) just before them."""
+    if loc not in lines and any(t[: len(loc)] == loc for t in touched):
+        return float("inf")  # a section an override created (method.r=4 with no method in the file)
     for i in range(len(loc), 0, -1):
         if loc[:i] in touched:
             return float("inf")

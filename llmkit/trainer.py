@@ -5,7 +5,6 @@ recipe → run directory → model (resolved, family checked) → task runner (d
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -55,6 +54,8 @@ def train(recipe: Recipe, source: str | None = None) -> RunResult:
     with state.main_process_first():  # a GGUF is dequantised once, then the cache serves the others
         base = models.resolve_base(recipe.model, ref)
     problems = recipe.compatibility_problems(ref=replace(ref, model_type=base.model_type))
+    lengths = {"data.max_length": recipe.data.max_length, "data.max_target_length": recipe.data.max_target_length}
+    problems += models.length_problems(base, lengths)
     if problems:
         raise RecipeError(problems, source)
     job = Job(recipe=recipe, run=run, base=base)
@@ -72,7 +73,7 @@ def train(recipe: Recipe, source: str | None = None) -> RunResult:
         metrics = runner(recipe.task)(job)
     except BaseException:
         if state.is_main_process and fresh and run.last_checkpoint() is None:
-            shutil.rmtree(run.work, ignore_errors=True)  # nothing worth resuming: leave no trace of the failed run
+            run.discard()  # nothing worth resuming: leave no trace of the failed run
         raise
     metrics.update(job.resource_metrics())
     metrics["wall_time_s"] = round(time.time() - started, 2)

@@ -264,3 +264,10 @@ def test_packing_is_refused_for_distillation(tiny_dirs, instructions_small, tmp_
     recipe["data"]["packing"] = True
     with pytest.raises(llmkit.RecipeError, match=r"data\.packing: task distill does not pack examples"):
         Recipe.from_dict(recipe)
+
+
+def test_the_logit_cache_key_changes_with_the_teachers_dtype(tiny_dirs):
+    from llmkit.distill.teacher import resolve_teacher
+
+    fp32, bf16 = (resolve_teacher(str(tiny_dirs["llama"]), dtype).fingerprint() for dtype in ("float32", "bfloat16"))
+    assert fp32 != bf16 and fp32 == resolve_teacher(str(tiny_dirs["llama"]), "float32").fingerprint()

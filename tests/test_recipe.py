@@ -192,17 +192,25 @@ def test_validate_does_not_import_torch(tmp_path):
 
 
 @pytest.mark.parametrize("recipe", sorted((REPO / "recipes").glob("*.yaml")), ids=lambda p: p.name)
-def test_every_shipped_recipe_validates(recipe, monkeypatch):
-    monkeypatch.chdir(REPO)
+def test_every_shipped_recipe_validates(recipe, tmp_path, monkeypatch):
+    """Run from a copy of the repository root in which the outputs that some recipes read from an earlier command
+    (their headers say which) exist as stand-ins: the quickstart run as a teacher, step-1 rationales."""
+    for name in ("data", "recipes"):
+        (tmp_path / name).symlink_to(REPO / name)
+    teacher = tmp_path / "outputs" / "quickstart"
+    teacher.mkdir(parents=True)
+    (teacher / "llmkit.json").write_text('{"family": "llama", "task": "sft", "head": "causal_lm"}')
+    rationales = tmp_path / "outputs" / "rationales" / "sms-spam.jsonl"
+    rationales.parent.mkdir()
+    rationales.write_text('{"input": "Win a prize!", "label": "spam", "rationale": "It sells.", "source": "x:2"}\n')
+    monkeypatch.chdir(tmp_path)
     text = recipe.read_text()
     assert text.startswith("#"), "every recipe starts with a comment saying what it does"
     assert f"llmkit train recipes/{recipe.name}" in text.split("\n\n")[0], "the header gives the command"
     try:
-        Recipe.from_yaml(recipe)
+        Recipe.from_yaml(Path("recipes") / recipe.name)
     except RecipeError as exc:
         if "needs the PyPI package" in str(exc):
-            pytest.skip(str(exc))
-        if "outputs/" in str(exc):  # it reads what an earlier command writes (its header says which)
             pytest.skip(str(exc))
         raise
 
@@ -224,3 +232,31 @@ def test_hub_model_offline_is_one_sentence(tmp_path):
     code, _, err = run_cli("train", str(path))
     assert code == 2 and "model.name: cannot load 'someone/not-cached-model'" in err and "Traceback" not in err
     assert not (tmp_path / "o").exists() and not (tmp_path / "o.incomplete").exists()
+
+
+def test_unreadable_recipe_files_are_one_sentence(tmp_path):
+    path = tmp_path / "utf16.yaml"
+    path.write_bytes("model: x\n".encode("utf-16"))
+    with pytest.raises(RecipeError, match=r"utf16.yaml: is not UTF-8 text \(byte 0 cannot be decoded\)"):
+        Recipe.from_yaml(path)
+    with pytest.raises(RecipeError, match=r"is a directory; name the \.yaml file inside it"):
+        Recipe.from_yaml(tmp_path)
+
+
+def test_a_value_that_fits_no_member_of_a_union_is_one_problem(tmp_path):
+    path = write_recipe(tmp_path, _minimal(tmp_path, method="lora"))
+    with pytest.raises(RecipeError) as info:
+        Recipe.from_yaml(path, ["method.target_modules=5", "model=foo"])
+    assert info.value.problems == [
+        "(command-line override) model: Input should be a valid dictionary (got 'foo')",
+        "(command-line override) method.target_modules: Input should be 'auto' or 'all-linear', or a valid list "
+        "(got 5)",
+    ]
+
+
+def test_an_override_that_creates_a_section_is_blamed_on_the_override(tmp_path):
+    path = write_recipe(tmp_path, _minimal(tmp_path))  # no method section: full fine-tuning
+    with pytest.raises(RecipeError) as info:
+        Recipe.from_yaml(path, ["method.r=4", "training.foo.bar=1"])
+    assert "(command-line override) method: method needs a name (e.g. method.name=lora)" in str(info.value)
+    assert "(command-line override) training.foo: unknown key" in str(info.value)

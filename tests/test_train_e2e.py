@@ -226,3 +226,44 @@ def test_refuses_to_overwrite_a_finished_run(tiny_dirs, instructions_small, tmp_
     code, _, err = run_cli("train", str(path))
     assert code == 2 and "already exists and is not empty" in err
     assert sorted(p.name for p in out.iterdir()) == ["metrics.json"]
+
+
+def test_a_corrupt_gguf_file_is_one_sentence(tiny_dirs, instructions_small, tmp_path):
+    broken = tmp_path / "m" / "model.gguf"
+    broken.parent.mkdir()
+    broken.write_bytes(b"GGUF" + b"\0" * 8)  # a header cut short
+    code, err = _bad(tmp_path, sft_recipe(broken, instructions_small, tmp_path / "run"))
+    assert code == 2 and f"model.name: cannot read the GGUF file '{broken}'" in err
+
+
+def test_evaluation_without_held_out_data(tiny_dirs, instructions_small, tmp_path):
+    recipe = sft_recipe(tiny_dirs["llama"], instructions_small, tmp_path / "run")
+    _code, err = _bad(tmp_path, recipe, "data.validation_split=0", "training.eval_strategy=steps")
+    assert "training: eval_strategy / load_best_model_at_end need held-out data, and this run has none" in err
+
+
+def test_max_length_past_the_models_positions(tiny_dirs, instructions_small, tmp_path):
+    limit = json.loads((tiny_dirs["gpt2"] / "config.json").read_text())["n_positions"]
+    recipe = sft_recipe(tiny_dirs["gpt2"], instructions_small, tmp_path / "run")
+    code, err = _bad(tmp_path, recipe, f"data.max_length={limit + 1}")
+    assert code == 2 and f"data.max_length: {limit + 1} is more than this gpt2 model's {limit} positions" in err
+
+
+def test_a_chat_template_that_refuses_the_conversation(tiny_dirs, instructions_small, tmp_path):
+    import shutil
+
+    model = tmp_path / "no-system"
+    shutil.copytree(tiny_dirs["llama"], model)
+    refuse = "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+    (model / "chat_template.jinja").write_text(refuse + (model / "chat_template.jinja").read_text())
+    recipe = sft_recipe(model, instructions_small, tmp_path / "run")
+    code, err = _bad(tmp_path, recipe, "data.system_prompt=Be brief.")
+    assert code == 3 and "the model's chat template refuses this conversation (System role not supported)" in err
+
+
+def test_a_failed_run_leaves_no_directories_it_created(tiny_dirs, tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "c"}\n')
+    path = write_recipe(tmp_path, sft_recipe(tiny_dirs["llama"], data, tmp_path / "new" / "deeper" / "run"))
+    code, _, _ = run_cli("train", str(path))
+    assert code == 3 and not (tmp_path / "new").exists()

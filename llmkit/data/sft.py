@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from jinja2 import TemplateError
 
 from llmkit.data.tokens import TokenStats
-from llmkit.errors import DataError, RecipeError
+from llmkit.errors import DataError, RecipeError, first_line
 
 IGNORE = -100
 
@@ -214,7 +215,14 @@ def build_examples(
     stats = SftStats(rows=len(rows))
     unstoppable: list[str] = []
     for row, origin in zip(rows, where, strict=False):
-        ids, labels = tok.encode(render(row, fmt, use_chat, tokenizer, system_prompt))
+        try:
+            ids, labels = tok.encode(render(row, fmt, use_chat, tokenizer, system_prompt))
+        except TemplateError as exc:  # e.g. a Gemma-style template that refuses a system turn
+            raise DataError(
+                f"the model's chat template refuses this conversation ({first_line(exc)}); drop data.system_prompt "
+                "or the turns it rejects, or set data.template: alpaca",
+                origin,
+            ) from None
         pieces = [(ids, labels)]
         if len(ids) > max_length:
             if overlong == "error":
