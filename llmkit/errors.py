@@ -28,6 +28,8 @@ class RecipeError(LlmkitError):
     def _render(self) -> str:
         where = f" in {self.source}" if self.source else ""
         if len(self.problems) == 1:
+            if self.source and self.problems[0].startswith(f"{self.source}:"):
+                where = ""  # the problem names the file (and line) itself
             return f"recipe error{where}: {self.problems[0]}"
         lines = [f"{len(self.problems)} recipe errors{where}:"]
         lines += [f"  - {p}" for p in self.problems]

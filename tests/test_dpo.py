@@ -148,6 +148,20 @@ def test_orpo_and_kto_run_on_the_same_data_paths(task, tiny_dirs, tmp_path):
     assert "preference_accuracy" in result.metrics and (result.output_dir / "model.safetensors").is_file()
 
 
+def test_the_loss_type_reaches_trl(tiny_dirs, tmp_path):
+    """dpo.loss_type is TRL's: before any update the policy is its reference (margin 0), where IPO's loss is
+    (1 / 2β)² = 25 at β 0.1 and the sigmoid loss would be ln 2."""
+    data = tmp_path / "pairs.jsonl"
+    rows = [{"prompt": f"Q{i}: name a colour.\nA:", "chosen": " Blue.", "rejected": " No."} for i in range(8)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = dpo_recipe(tiny_dirs["gpt2"], data, tmp_path / "run", dpo={"beta": 0.1, "loss_type": "ipo"})
+    recipe["data"].update(format="preference", max_length=48)
+    recipe["training"].update(max_steps=2)
+    result = llmkit.Trainer(Recipe.from_dict(recipe)).train()
+    assert result.metrics["eval_loss_before"] == pytest.approx(25.0, rel=1e-4)
+    assert result.metrics["eval_loss"] < 25.0
+
+
 # ---------------------------------------------------------------- bad input: one sentence, non-zero, nothing written
 
 

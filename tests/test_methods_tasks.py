@@ -1,6 +1,6 @@
 """Every method the matrix allows for classification and seq2seq, through the real task runners (the path
-`llmkit train` takes): only the method's parameters move, the classifier head trains and is saved with the adapter,
-and the finished run reloads to the same logits."""
+`llmkit train` takes): each trains (loss falls), the classifier head trains and is saved with the adapter, and the
+finished run reloads to the same logits. That only the method's parameters move is tests/test_methods.py's job."""
 
 from __future__ import annotations
 

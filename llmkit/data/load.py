@@ -6,6 +6,7 @@ Turning rows into model inputs is task-specific (`llmkit.data.sft`, ...); this m
 from __future__ import annotations
 
 import random
+import re
 
 from llmkit.data.formats import FORMATS
 from llmkit.data.sources import Rows, read_source, rename_columns
@@ -42,7 +43,8 @@ def check_rows(rows: Rows, fmt: str) -> None:
     lines = [f"{where}: {problem}" for where, problem in bad[:MAX_REPORTED]]
     more = f" (and {len(bad) - MAX_REPORTED} more)" if len(bad) > MAX_REPORTED else ""
     hint = ""
-    if any("has no" in p for _, p in bad) and rows.columns:
+    missing = {m.group(1) for _, p in bad if (m := re.search(r"has no '([^']+)'", p))}
+    if rows.columns and missing - set(rows.columns):  # a name the file never uses: likely a column to map
         hint = f"\n  the file's columns are {', '.join(rows.columns)}; map them with data.columns"
     raise DataError(f"{len(bad)} rows do not fit format '{fmt}'{more}:\n  " + "\n  ".join(lines) + hint)
 
