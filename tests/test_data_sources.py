@@ -37,7 +37,7 @@ def test_tsv_is_read_without_quote_processing(tmp_path):
 
 def test_broken_jsonl_line_is_named(tmp_path):
     (tmp_path / "d.jsonl").write_text('{"text": "ok"}\n{"text": oops}\n')
-    with pytest.raises(DataError, match=r"d.jsonl:2: is not valid JSON"):
+    with pytest.raises(DataError, match=r"d.jsonl:2: is not valid JSON \(Expecting value at column 10\)"):
         read_source(str(tmp_path / "d.jsonl"))
 
 

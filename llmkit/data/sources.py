@@ -115,7 +115,7 @@ def _json_array(path: Path, text: str) -> tuple[list[dict], list[str]]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise DataError(f"is not valid JSON ({exc.msg})", f"{path}:{exc.lineno}") from None
+        raise DataError(f"is not valid JSON ({exc.msg} at column {exc.colno})", f"{path}:{exc.lineno}") from None
     where = [f"{path}[row {i + 1}]" for i in range(len(data))]
     for i, row in enumerate(data):
         if not isinstance(row, dict):
@@ -133,7 +133,7 @@ def _jsonl(path: Path, lines: Iterable[str], kind: str) -> Rowed:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise DataError(f"is not valid JSON ({exc.msg})", f"{path}:{lineno}") from None
+            raise DataError(f"is not valid JSON ({exc.msg} at column {exc.colno})", f"{path}:{lineno}") from None
         if not isinstance(row, dict):
             raise DataError(f"is a {type(row).__name__}, not an object with named fields", f"{path}:{lineno}")
         yield row, f"{path}:{lineno}"
