@@ -136,7 +136,7 @@ def test_a_run_that_cannot_be_rebuilt_is_one_sentence(tmp_path, monkeypatch):
         assert message in str(caught.value), text
     (run / "llmkit.json").write_text('{"method": {"name": "qlora"}}')
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)
-    with pytest.raises(RecipeError, match="qlora needs bitsandbytes: pip install"):
+    with pytest.raises(RecipeError, match="cannot be loaded: method: qlora needs bitsandbytes: pip install"):
         read_run(run)
 
 

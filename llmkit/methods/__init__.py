@@ -77,9 +77,9 @@ def read_run(run_dir: str | os.PathLike[str]) -> tuple[dict[str, Any], MethodCon
         return info, cls(**block)
     except ValidationError as exc:
         problem = exc.errors()[0]
-        where = ".".join(str(part) for part in problem["loc"]) or "method"
+        key = ".".join(["method", *(str(part) for part in problem["loc"])])
         message = problem["msg"].removeprefix("Value error, ")
-        raise RecipeError(f"'{run_dir}' cannot be loaded: method.{where}: {message}.") from exc
+        raise RecipeError(f"'{run_dir}' cannot be loaded: {key}: {message}.") from exc
 
 
 __all__ = ["METHODS", "MethodBlock", "MethodConfig", "MethodContext", "read_run"]
