@@ -6,7 +6,6 @@ the recipe says which data and which metrics. Splits are read exactly as trainin
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Any
 from llmkit.data.load import load_split
 from llmkit.errors import LlmkitError, RecipeError
 from llmkit.job import LLMKIT_META, Job, distributed_state, say, set_verbosity
+from llmkit.methods import read_run
 from llmkit.metrics import ExtraMetrics
 from llmkit.models import ResolvedModel, Trained, load_trained
 from llmkit.outputs import RunDir, write_json
@@ -69,7 +69,7 @@ def find_checkpoint(path: str | os.PathLike[str], task: str) -> Checkpoint:
                 f"--checkpoint '{path}' is neither a finished llmkit run (it has no {LLMKIT_META}) nor one of its "
                 "checkpoints (<run>/checkpoints/checkpoint-N)."
             )
-    info = json.loads((run_dir / LLMKIT_META).read_text())
+    info, _method = read_run(run_dir)  # a damaged llmkit.json is one sentence here, before anything loads
     if info["task"] != task:
         raise RecipeError(
             f"task: the recipe says '{task}' but '{run_dir}' was trained for task '{info['task']}'; use a "

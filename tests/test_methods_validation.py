@@ -167,3 +167,12 @@ def test_refused_peft_cells_really_fail_upstream(tiny_dirs):
         case = Case(method(name), tiny_dirs[family], head)
         with pytest.raises((RuntimeError, ValueError, NotImplementedError)):
             case.applied()(**batch(case))
+
+
+def test_eval_names_a_damaged_run_before_anything_loads(tmp_path):
+    from llmkit.evaluation import find_checkpoint
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "llmkit.json").write_text("{not json")
+    with pytest.raises(RecipeError, match=r"llmkit.json' is damaged \(JSONDecodeError"):
+        find_checkpoint(tmp_path / "run", "sft")
