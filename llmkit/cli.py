@@ -146,7 +146,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from llmkit.reference import reference
+    from llmkit.recipe.explain import reference
 
     print(reference(), end="")
     return 0
@@ -154,7 +154,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def cmd_inspect_data(args: argparse.Namespace) -> int:
     recipe = _load(args)
-    from llmkit.inspect import show_example
+    from llmkit.inspect_data import show_example
 
     print(show_example(recipe, index=args.index, split=args.split, tokens=args.tokens))
     return 0

@@ -12,15 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmkit.console import say, set_verbosity
 from llmkit.data.load import load_split
 from llmkit.errors import LlmkitError, RecipeError
-from llmkit.job import LLMKIT_META, Job, distributed_state, say, set_verbosity
-from llmkit.methods import read_run
+from llmkit.methods import RUN_META, read_run
 from llmkit.metrics import ExtraMetrics
 from llmkit.models import ResolvedModel, Trained, load_trained
 from llmkit.outputs import RunDir, write_json
 from llmkit.recipe import Recipe
-from llmkit.tasks import task_function
+from llmkit.run import RunEnv, distributed_state
+from llmkit.tasks import evaluator
 
 EVAL_ONLY = {"eval_strategy": "no", "save_strategy": "no", "load_best_model_at_end": False, "eval_steps": None}
 
@@ -40,13 +41,13 @@ class Checkpoint:
             trained.model.to("cuda")
         return trained
 
-    def job(self, recipe: Recipe, scratch: str) -> Job:
-        """A Job for the task's `evaluate`: the recipe's training settings minus those of a training loop (an
+    def env(self, recipe: Recipe, scratch: str) -> RunEnv:
+        """What the task's `evaluate` runs with: the recipe's training settings minus those of a training loop (an
         eval-only Trainer refuses eval_strategy without a training eval set), in a scratch run directory."""
         training = recipe.training.model_copy(update=EVAL_ONLY)
         base = ResolvedModel(str(self.run_dir), self.info["model_type"], self.info["family"], recipe.model)
-        job_recipe = recipe.model_copy(update={"training": training})
-        return Job(recipe=job_recipe, run=RunDir.for_output(scratch), base=base)
+        eval_recipe = recipe.model_copy(update={"training": training})
+        return RunEnv(recipe=eval_recipe, run=RunDir.for_output(scratch), base=base)
 
 
 def _cuda() -> bool:
@@ -61,12 +62,12 @@ def find_checkpoint(path: str | os.PathLike[str], task: str) -> Checkpoint:
     if not path.is_dir():
         raise LlmkitError(f"--checkpoint '{path}' does not exist.")
     run_dir, weights = path, None
-    if not (path / LLMKIT_META).is_file():
-        if path.parent.name == "checkpoints" and (path.parent.parent / LLMKIT_META).is_file():
+    if not (path / RUN_META).is_file():
+        if path.parent.name == "checkpoints" and (path.parent.parent / RUN_META).is_file():
             run_dir, weights = path.parent.parent, path
         else:
             raise LlmkitError(
-                f"--checkpoint '{path}' is neither a finished llmkit run (it has no {LLMKIT_META}) nor one of its "
+                f"--checkpoint '{path}' is neither a finished llmkit run (it has no {RUN_META}) nor one of its "
                 "checkpoints (<run>/checkpoints/checkpoint-N)."
             )
     info, _method = read_run(run_dir)  # a damaged llmkit.json is one sentence here, before anything loads
@@ -83,9 +84,7 @@ def evaluate_checkpoint(
 ) -> tuple[dict[str, Any], Path]:
     """Metrics of `checkpoint` on `split` (default: test if the recipe has one, else validation), written to
     `output` (default: eval-<split>.json in the checkpoint directory). Returns the metrics and where they went."""
-    evaluate = task_function(recipe.task, "evaluate")
-    if evaluate is None:
-        raise LlmkitError(f"llmkit eval does not support task '{recipe.task}' yet.")
+    task = evaluator(recipe.task)
     set_verbosity()
     distributed_state(recipe)  # the task's Trainer reuses the process state (use_configured_state), as in training
     found = find_checkpoint(checkpoint, recipe.task)
@@ -98,7 +97,7 @@ def evaluate_checkpoint(
         raise LlmkitError(f"--output: the directory '{target.parent}' does not exist.")
     trained = found.load()
     with tempfile.TemporaryDirectory() as scratch:
-        metrics = evaluate(found.job(recipe, scratch), trained, rows, PREFIX[split])
+        metrics = task.evaluate(found.env(recipe, scratch), trained, rows, PREFIX[split])
     report = {"checkpoint": str(checkpoint), "split": split, "data": rows.name, "rows": len(rows), **metrics}
     write_json(target, report)
     say(f"wrote {target}")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmkit.errors import RecipeError
+from llmkit.extras import missing
 
 # The four families llmkit supports, and the Hugging Face `model_type`s that belong to each.
 FAMILIES: dict[str, tuple[str, ...]] = {
@@ -23,13 +24,23 @@ FAMILIES: dict[str, tuple[str, ...]] = {
 }
 FAMILY_OF_MODEL_TYPE = {mt: fam for fam, types in FAMILIES.items() for mt in types}
 
-# The one sentence of hub names that tells an online user what each family means.
-FAMILY_EXAMPLES = {
-    "bert": "BERT-style encoders (bert-base-uncased, all-MiniLM-L6-v2, roberta-base)",
-    "gpt2": "GPT-2 (gpt2, gpt2-medium)",
-    "llama": "Llama-style decoders (SmolLM2, Llama 3, Mistral, Qwen2)",
-    "t5": "encoder-decoders (t5-small, flan-t5-base, bart-base)",
+# The heads each family has in transformers: causal_lm (AutoModelForCausalLM), seq_cls (…ForSequenceClassification),
+# seq2seq_lm (…ForSeq2SeqLM). The first head of a family is the one it writes text with, if it writes text at all.
+FAMILY_HEADS: dict[str, tuple[str, ...]] = {
+    "bert": ("seq_cls",),
+    "gpt2": ("causal_lm", "seq_cls"),
+    "llama": ("causal_lm", "seq_cls"),
+    "t5": ("seq2seq_lm", "seq_cls"),
 }
+TEXT_HEADS = ("causal_lm", "seq2seq_lm")
+
+
+def text_head(family: str) -> str:
+    """The head a family generates text with: T5's decoder, a decoder's LM head (an encoder has none, and gets the
+    decoder head so a task that needs text refuses it by family, not by a missing key)."""
+    first = FAMILY_HEADS[family][0]
+    return first if first in TEXT_HEADS else "causal_lm"
+
 
 PACKAGED_PREFIX = "packaged:"
 
@@ -97,10 +108,15 @@ def resolve_model(name: str, gguf_file: str | None = None, revision: str | None 
                 "point model.name at a directory written by save_pretrained (or at a .gguf file)."
             )
         return ModelRef(str(path), None, True, _read_model_type(path / "config.json"))
-    if name.startswith((".", "/", "~")) or os.sep + os.sep in name or name.count("/") > 1:
+    if looks_local(name):
         raise RecipeError(f"model.name: the local path '{name}' does not exist.")
     # Anything else is a hub id; its family is known only if its config is already in the local hub cache.
     return ModelRef(name, gguf_file, False, _cached_hub_model_type(name, revision))
+
+
+def looks_local(name: str) -> bool:
+    """Whether a model name can only be a local path (a hub id is `name` or `owner/name`)."""
+    return name.startswith((".", "/", "~")) or os.sep + os.sep in name or name.count("/") > 1
 
 
 def _resolve_packaged(alias: str) -> ModelRef:
@@ -129,6 +145,9 @@ def _read_model_type(config_path: Path) -> str | None:
 
 def gguf_model_type(path: Path) -> str | None:
     """The architecture a GGUF file declares (its `general.architecture` field)."""
+    problem = missing("gguf")
+    if problem:
+        raise RecipeError(f"model.name: {problem}.")
     from gguf import GGUFReader  # numpy only; fine for validate
 
     try:

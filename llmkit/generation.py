@@ -1,6 +1,6 @@
-"""Generating text from a model: the recipe's `generation` section as a GenerationConfig, and batched decoding.
-
-Used by seq2seq evaluation (through Seq2SeqTrainer), `llmkit predict` and `llmkit generate`.
+"""Generating text from a model: the recipe's `generation` section as a GenerationConfig, and the one batched
+decoding loop (`llmkit predict` / `generate`, `llmkit rationales`, a rationale student's label accuracy).
+Seq2seq evaluation generates through Seq2SeqTrainer with the same GenerationConfig.
 """
 
 from __future__ import annotations
@@ -37,16 +37,19 @@ def configure(model: Any, section: GenerationSection, tokenizer: Any) -> None:
 
 
 @torch.no_grad()
-def generate(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]], batch_size: int = 8) -> list[str]:
-    """Decode a continuation of each tokenised prompt. Decoder-only models are padded on the left, so every prompt
-    ends where generation starts; only the new tokens are returned."""
+def generate(
+    model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]], batch_size: int = 8, **overrides: Any
+) -> list[str]:
+    """Decode a continuation of each tokenised prompt, with the model's generation config (and `overrides` of it).
+    Decoder-only models are padded on the left, so every prompt ends where generation starts; only the new tokens
+    are returned, stripped and without special tokens."""
     decoder_only = not model.config.is_encoder_decoder
     texts: list[str] = []
     for start in range(0, len(prompts), batch_size):
-        batch = [{"input_ids": list(ids)} for ids in prompts[start : start + batch_size]]
+        batch = [{"input_ids": [int(i) for i in ids]} for ids in prompts[start : start + batch_size]]
         inputs = tokenizer.pad(batch, padding_side="left" if decoder_only else "right", return_tensors="pt")
         inputs = {k: v.to(model.device) for k, v in inputs.items()}
-        out = model.generate(**inputs)
+        out = model.generate(**inputs, **overrides)
         new = out[:, inputs["input_ids"].shape[1] :] if decoder_only else out
         texts += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
     return texts

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-IGNORE = -100
+from llmkit.data.tokens import IGNORE_INDEX
 
 
 def summed_cross_entropy(
@@ -34,11 +34,11 @@ def summed_cross_entropy(
         logits.reshape(-1, logits.size(-1)),
         labels.reshape(-1),
         weight=weight,
-        ignore_index=IGNORE,
+        ignore_index=IGNORE_INDEX,
         reduction="sum",
         label_smoothing=label_smoothing,
     )
-    count = num_items_in_batch if num_items_in_batch is not None else (labels != IGNORE).sum()
+    count = num_items_in_batch if num_items_in_batch is not None else (labels != IGNORE_INDEX).sum()
     if torch.is_tensor(count):
         count = count.to(total.device)
     return total / count

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from llmkit.errors import LlmkitError, RecipeError, first_line
+from llmkit.extras import missing
 
 # Trainer.evaluate() also reports timings; they describe the machine, not the model.
 TIMING_SUFFIXES = ("_runtime", "_samples_per_second", "_steps_per_second", "_model_preparation_time")
@@ -69,6 +70,9 @@ class ExtraMetrics:
 @cache
 def _load_metric(name: str) -> Any:
     """One `evaluate` module per name and process: a run checks its metrics at start and uses them at each eval."""
+    problem = missing("evaluate")
+    if problem:
+        raise RecipeError(f"{problem}.")
     import evaluate
 
     try:
@@ -116,18 +120,6 @@ def compute_rouge(tokenizer: Any, extra: ExtraMetrics) -> Callable[[Any], dict[s
         return {**rouge_scores(texts, targets), "gen_len": float(np.mean(lengths)), **extra.scores(texts, targets)}
 
     return compute
-
-
-def train_and_score(job: Any, trainer: Any, test: Any, keys: Sequence[str]) -> dict[str, Any]:
-    """Train — `job.train` measures the held-out split before and after (`eval_*_before`, `eval_*`) — then score
-    the test split once (`test_*`), printing its `keys`."""
-    from llmkit.job import say
-
-    metrics = job.train(trainer)
-    if test:
-        metrics.update(evaluate_split(trainer, test, "test"))
-        say(f"test: {headline(metrics, 'test', keys)}")
-    return metrics
 
 
 def headline(metrics: dict[str, Any], prefix: str, keys: Sequence[str], suffix: str = "") -> str:

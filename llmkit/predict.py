@@ -14,22 +14,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from llmkit.data.formats import FORMATS
+from llmkit.console import say, set_verbosity
 from llmkit.data.sources import iter_rows
 from llmkit.errors import DataError, LlmkitError
 from llmkit.evaluation import find_checkpoint
-from llmkit.job import say, set_verbosity
 from llmkit.recipe import Recipe
-from llmkit.tasks import task_function
+from llmkit.recipe.formats import FORMATS
+from llmkit.tasks import predictor
 
 Batch = list[tuple[dict[str, Any], dict[str, Any], str]]  # (row as read, row in format fields, where)
-
-
-def _predictor(task: str, command: str) -> Callable[..., list[dict[str, Any]]]:
-    predict = task_function(task, "predict")
-    if predict is None:
-        raise LlmkitError(f"llmkit {command} does not support task '{task}'.")
-    return predict
 
 
 def predict_file(
@@ -40,7 +33,7 @@ def predict_file(
     batch_size: int = 16,
 ) -> int:
     """Write one JSON line per input row to `output_path`; returns how many were written."""
-    predict = _predictor(recipe.task, "predict")
+    predict = predictor(recipe.task).predict
     source, target = Path(input_path), Path(output_path)
     if not source.is_file():
         raise LlmkitError(f"--input '{source}' does not exist.")
@@ -137,7 +130,7 @@ def generate_from_run(
         raise LlmkitError(
             f"'{run_dir}' is a {recipe.task} run, which does not generate text; use llmkit predict for its outputs."
         )
-    predict = _predictor(recipe.task, "generate")
+    predict = predictor(recipe.task, "generate").predict
     if max_new_tokens is not None:
         recipe.generation.max_new_tokens = max_new_tokens
     set_verbosity()

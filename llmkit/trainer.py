@@ -1,6 +1,6 @@
 """The one code path every run takes: `llmkit train`, `make finetune-lora` and `llmkit.Trainer(recipe).train()`.
 
-recipe → run directory → model (resolved, family checked) → task runner (data → method → trainer) → outputs.
+recipe → run directory → base model (resolved, family checked) → task runner (data → method → trainer) → outputs.
 """
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from llmkit import models, outputs
+from llmkit import models, outputs, tasks
+from llmkit.console import say, set_verbosity
 from llmkit.errors import RecipeError, first_line
-from llmkit.job import Job, distributed_state, say, set_verbosity
 from llmkit.outputs import RunDir
 from llmkit.recipe import Recipe
-from llmkit.tasks import runner
+from llmkit.run import RunEnv, distributed_state, method_context, resource_metrics, save_run
 
 
 @dataclass(frozen=True)
@@ -58,11 +58,12 @@ def train(recipe: Recipe, source: str | None = None) -> RunResult:
     problems += models.length_problems(base, lengths)
     if problems:
         raise RecipeError(problems, source)
-    job = Job(recipe=recipe, run=run, base=base)
+    env = RunEnv(recipe=recipe, run=run, base=base)
     try:  # peft / bitsandbytes configs check themselves here, before any weights load
-        recipe.method.upstream_config(job.method_context())
+        recipe.method.upstream_config(method_context(env))
     except (ValueError, TypeError) as exc:
         raise RecipeError(f"method: {first_line(exc)}", source) from None
+    task = tasks.get(recipe.task)
 
     fresh = not run.work.exists()
     if state.is_main_process:
@@ -70,17 +71,18 @@ def train(recipe: Recipe, source: str | None = None) -> RunResult:
     state.wait_for_everyone()
     say(f"task {recipe.task} · {base.family} ({base.model_type}) · method {recipe.method.name} · {run.work}")
     try:
-        metrics = runner(recipe.task)(job)
+        result = task.run(env)
+        save_run(env, result)
     except BaseException:
         if state.is_main_process and fresh and run.last_checkpoint() is None:
             run.discard()  # nothing worth resuming: leave no trace of the failed run
         raise
-    metrics.update(job.resource_metrics())
+    metrics = {**result.metrics, **resource_metrics(result.built)}
     metrics["wall_time_s"] = round(time.time() - started, 2)
     metrics["processes"] = state.num_processes
     state.wait_for_everyone()  # the main process has saved the model
     if state.is_main_process:
-        run.finish(metrics, outputs.manifest(source, job.fingerprints, started))
+        run.finish(metrics, outputs.manifest(source, result.data, started))
     state.wait_for_everyone()
     say(f"done: {run.final}")
-    return RunResult(run.final, metrics, job.trained_model, job.trained_tokenizer)
+    return RunResult(run.final, metrics, result.built.model, result.tokenizer)

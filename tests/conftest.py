@@ -59,7 +59,7 @@ def sft_recipe(model_dir: Path, data: Path, output_dir: Path, **overrides) -> di
         "task": "sft",
         "model": {"name": str(model_dir)},
         "data": {"train": str(data), "format": "alpaca", "max_length": 192, "validation_split": 0.2},
-        "method": {"name": "lora", "r": 8, "alpha": 16, "target_modules": "all-linear"},
+        "method": {"name": "lora", "r": 8, "lora_alpha": 16, "target_modules": "all-linear"},
         "training": {
             "max_steps": 20,
             "per_device_train_batch_size": 4,
@@ -134,3 +134,24 @@ def preferences_small(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data") / "preferences.json"
     path.write_text(json.dumps(rows))
     return path
+
+
+def assert_manifest_records_the_data(run_dir: Path) -> dict:
+    """A finished run's manifest names every split it read — train, the held-out split when there is one, the test
+    split for the tasks that score it — each with its source, a sha256 and a row count."""
+    recipe = yaml.safe_load((Path(run_dir) / "recipe.yaml").read_text())
+    data = json.loads((Path(run_dir) / "manifest.json").read_text())["data"]
+    section = recipe["data"]
+    expected = {"train"}
+    if section.get("validation") or section.get("validation_split", 0) > 0:
+        expected.add("validation")
+    labelled = section["format"] in ("classification", "sentence-pair")
+    if section.get("test") and (recipe["task"] in ("classification", "seq2seq") or labelled):
+        expected.add("test")
+    splits = {key: value for key, value in data.items() if key != "teacher"}
+    assert set(splits) == expected, f"manifest data {sorted(splits)} != splits read {sorted(expected)}"
+    for split, record in splits.items():
+        assert record["source"] and len(record["sha256"]) == 64 and record["rows"] > 0, (split, record)
+    if recipe["task"] == "distill" and section["format"] != "rationale":
+        assert data["teacher"] == recipe["distill"]["teacher"]
+    return data

@@ -14,8 +14,8 @@ import transformers
 from llmkit import models
 from llmkit.families import family_of
 from llmkit.methods import METHODS, MethodConfig, MethodContext
-from llmkit.methods.matrix import HEAD_TASK
 from llmkit.recipe import ModelSection
+from llmkit.recipe.tasks import head_task
 
 STEPS = 8
 # Small sizes, so each tiny model trains in about a second; every other key keeps its default.
@@ -48,7 +48,7 @@ class Case:
         base = self.base
         return MethodContext(
             family=base.family,
-            task=HEAD_TASK[self.head],
+            task=head_task(self.head),
             head=self.head,
             model_type=base.model_type,
             total_steps=total_steps,

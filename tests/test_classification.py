@@ -16,7 +16,7 @@ from llmkit.models import load_trained
 
 pytestmark = pytest.mark.e2e
 
-METHODS = {"bert": "full", "gpt2": "full", "llama": {"name": "lora", "r": 8, "alpha": 16, "dropout": 0.0}}
+METHODS = {"bert": "full", "gpt2": "full", "llama": {"name": "lora", "r": 8, "lora_alpha": 16, "lora_dropout": 0.0}}
 
 
 @pytest.fixture(scope="module")

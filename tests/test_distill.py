@@ -53,6 +53,7 @@ def test_causal_positions_predict_the_next_label():
 
 def _batch(family: str = "llama"):
     from llmkit.data.sft import build_examples
+    from llmkit.data.tokens import LengthPolicy
 
     tokenizer = tiny_tokenizer(family)
     tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
@@ -60,7 +61,7 @@ def _batch(family: str = "llama"):
         {"instruction": "Name a colour.", "output": "Blue."},
         {"instruction": "Give an antonym of hot.", "input": "", "output": "Cold, as in a winter morning."},
     ]
-    options = dict(fmt="alpaca", template="alpaca", system_prompt=None, max_length=128, overlong="error")
+    options = dict(fmt="alpaca", template="alpaca", system_prompt=None, policy=LengthPolicy(128, "error"))
     examples, _, _ = build_examples(rows, ["a", "b"], tokenizer=tokenizer, stop_ids=set(), **options)
     return tokenizer, examples, Collator(tokenizer.pad_token_id)(examples)
 

@@ -13,7 +13,7 @@ from toy import classification_recipe, sentiment_rows, write_splits
 
 import llmkit
 from llmkit import Recipe
-from llmkit.distill.classifier import _label_order
+from llmkit.tasks.distill_classifier import _label_order
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("one_thread")]
 

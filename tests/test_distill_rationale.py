@@ -15,9 +15,9 @@ from llmkit.cli import build_parser
 from llmkit.data.collate import Collator
 from llmkit.distill import generate
 from llmkit.distill.generate import check_prompt, parse
-from llmkit.distill.rationale import TwoTaskCollator
 from llmkit.distill.trainer import TwoTasks
 from llmkit.errors import LlmkitError
+from llmkit.tasks.distill_rationale import TwoTaskCollator
 from llmkit.testing import tiny_model
 
 SPAM = SHARED_DATA / "sms-spam-collection.tsv"
@@ -66,7 +66,7 @@ def _rationales(tiny_dirs, data, out, *extra):
 @pytest.mark.e2e
 def test_rationales_are_written_as_they_come_and_an_interrupted_run_resumes(tiny_dirs, sms, tmp_path, monkeypatch):
     out = tmp_path / "rationales.jsonl"
-    real = generate._generate
+    real = generate.generate
     calls = {"n": 0}
 
     def interrupted(*args, **kwargs):
@@ -75,14 +75,14 @@ def test_rationales_are_written_as_they_come_and_an_interrupted_run_resumes(tiny
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(generate, "_generate", interrupted)
+    monkeypatch.setattr(generate, "generate", interrupted)
     code, _, _ = _rationales(tiny_dirs, sms, out, "--label-column", "Label")
     assert code == 130
     first = out.read_text()
     assert len(first.splitlines()) == 4, "the first batch is on disk although the run was interrupted"
     with out.open("a") as handle:
         handle.write('{"input": "half a rec')  # a write cut off mid-line
-    monkeypatch.setattr(generate, "_generate", real)
+    monkeypatch.setattr(generate, "generate", real)
     code, stdout, stderr = _rationales(tiny_dirs, sms, out, "--label-column", "Label")
     assert code == 0, stderr
     assert "8 rationales written" in stdout and "4 already done" in stdout

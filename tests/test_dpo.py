@@ -7,13 +7,13 @@ import json
 
 import pytest
 import torch
-from conftest import run_cli, write_recipe
+from conftest import assert_manifest_records_the_data, run_cli, write_recipe
 from transformers import AutoModelForCausalLM
 
 import llmkit
 from llmkit import Recipe, models
 from llmkit.models import load_trained
-from llmkit.tasks import dpo as dpo_runner
+from llmkit.tasks import preference as dpo_runner
 
 pytestmark = pytest.mark.e2e
 
@@ -101,7 +101,7 @@ def test_lora_dpo_loads_one_base_and_uses_it_with_the_adapter_disabled(
         tiny_dirs["llama"],
         preferences_small,
         tmp_path / "run",
-        method={"name": "lora", "r": 8, "target_modules": "all-linear", "dropout": 0.0},
+        method={"name": "lora", "r": 8, "target_modules": "all-linear", "lora_dropout": 0.0},
     )
     recipe["training"]["learning_rate"] = 2e-2
     result = llmkit.Trainer(Recipe.from_dict(recipe)).train()
@@ -146,6 +146,7 @@ def test_orpo_and_kto_run_on_the_same_data_paths(task, tiny_dirs, tmp_path):
     result = llmkit.Trainer(Recipe.from_dict(recipe)).train()
     assert result.metrics["train_steps"] == 3 and "eval_loss" in result.metrics
     assert "preference_accuracy" in result.metrics and (result.output_dir / "model.safetensors").is_file()
+    assert_manifest_records_the_data(result.output_dir)
 
 
 def test_the_loss_type_reaches_trl(tiny_dirs, tmp_path):

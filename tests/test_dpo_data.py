@@ -10,9 +10,9 @@ import torch
 from conftest import PREFERENCES, write_recipe
 
 from llmkit import DataError, Recipe, RecipeError
-from llmkit.data.formats import FORMATS
 from llmkit.data.preference import build_pairs, to_trl, tokenize_pair
 from llmkit.data.sources import read_source
+from llmkit.recipe.formats import FORMATS
 from llmkit.testing import tiny_model, tiny_tokenizer
 
 ALPACA_ROW = {"instruction": "Name a colour.", "input": "", "chosen": "Blue.", "rejected": "Go away."}
@@ -139,7 +139,7 @@ def test_pairs_tokenise_exactly_as_trl_does(family):
 
 def _data(**keys):
     base = dict(format="alpaca_preference", template="auto", system_prompt=None, max_length=512)
-    base.update(overlong="drop", identical_pairs="error")
+    base.update(overlong="drop", identical_pairs="error", max_target_length=None)
     base.update(keys)
     return SimpleNamespace(**base)
 
@@ -161,13 +161,13 @@ def test_overlong_pairs_follow_data_overlong(tmp_path):
     rows = _rows(tmp_path, [ALPACA_ROW, long_row])
     tokenizer = tiny_tokenizer("llama")
     pairs, _, stats = build_pairs(rows, _data(max_length=48), tokenizer)
-    assert len(pairs) == 1 and stats.overlong == 1
+    assert len(pairs) == 1 and stats.dropped_overlong == 1
     pairs, _, stats = build_pairs(rows, _data(max_length=48, overlong="truncate"), tokenizer)
     assert len(pairs) == 2 and stats.truncated == 1 and stats.max_tokens == 48
     with pytest.raises(DataError, match=r"pairs.jsonl:2: is \d+ tokens, longer than data.max_length=48"):
         build_pairs(rows, _data(max_length=48, overlong="error"), tokenizer)
     pairs, _, stats = build_pairs(rows, _data(max_length=8, overlong="truncate"), tokenizer)
-    assert pairs == [] and stats.overlong == 2, "a prompt that fills max_length leaves no answer to score"
+    assert pairs == [] and stats.dropped_overlong == 2, "a prompt that fills max_length leaves no answer to score"
 
 
 def test_text_and_chat_rows_cannot_mix(tmp_path):
@@ -185,7 +185,7 @@ def test_reference_is_the_disabled_adapter_only_when_that_is_the_initial_policy(
     copy and uses the base with the adapter disabled; an adapter that changes the output from the start keeps it."""
     from peft import LoraConfig, get_peft_model
 
-    from llmkit.tasks.dpo import use_disabled_adapter
+    from llmkit.tasks.preference import use_disabled_adapter
 
     config = LoraConfig(r=4, target_modules="all-linear", init_lora_weights=init)
     model = get_peft_model(tiny_model("llama"), config)
@@ -197,7 +197,7 @@ def test_reference_is_the_disabled_adapter_only_when_that_is_the_initial_policy(
 
 
 def test_preference_accuracy_does_not_depend_on_padding():
-    from llmkit.tasks.dpo import _answer_logps, preference_accuracy
+    from llmkit.tasks.preference import _answer_logps, preference_accuracy
 
     tokenizer = tiny_tokenizer("llama")
     tokenizer.pad_token = tokenizer.eos_token

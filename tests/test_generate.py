@@ -11,7 +11,9 @@ from toy import write_jsonl
 
 import llmkit
 from llmkit import Recipe
-from llmkit.data.sft import IGNORE, build_examples, prompt_ids
+from llmkit.data.sft import build_examples, prompt_ids
+from llmkit.data.tokens import IGNORE_INDEX as IGNORE
+from llmkit.data.tokens import LengthPolicy
 from llmkit.testing import tiny_tokenizer
 
 ROWS = [
@@ -38,7 +40,7 @@ def test_generation_prompt_is_the_masked_prefix_of_training(family, fmt, templat
     tokenizer = tiny_tokenizer(family)
     rows = [_chat(r) for r in ROWS] if fmt == "chat" else ROWS
     options = dict(fmt=fmt, tokenizer=tokenizer, template=template, system_prompt="Be brief.")
-    examples, _, _ = build_examples(rows, ["r1", "r2"], max_length=256, overlong="error", stop_ids=set(), **options)
+    examples, _, _ = build_examples(rows, ["r1", "r2"], policy=LengthPolicy(256, "error"), stop_ids=set(), **options)
     prompts = [dict(r) for r in rows]
     if fmt == "chat":
         prompts = [{"messages": r["messages"][:1]} for r in rows]

@@ -11,8 +11,8 @@ import torch
 from methods_harness import SMALL, Case, batch, logits, method, snapshot, train
 
 from llmkit.methods import METHODS
-from llmkit.methods.matrix import model_level_cases
 from llmkit.models import HEADS
+from llmkit.recipe.matrix import model_level_cases
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -107,7 +107,7 @@ def test_method_trains_only_its_parameters_and_reloads(name, family, head, optio
 
 def test_rslora_scales_by_the_square_root_of_the_rank(tiny_dirs):
     for use_rslora, scale in ((False, 16 / 4), (True, 16 / 4**0.5)):
-        case = Case(method("lora", r=4, alpha=16, use_rslora=use_rslora), tiny_dirs["llama"], "causal_lm")
+        case = Case(method("lora", r=4, lora_alpha=16, use_rslora=use_rslora), tiny_dirs["llama"], "causal_lm")
         layer = case.applied().base_model.model.model.layers[0].self_attn.q_proj
         assert layer.scaling["default"] == pytest.approx(scale)
 

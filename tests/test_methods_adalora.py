@@ -12,7 +12,7 @@ STEPS = 12
 
 
 def _case(tiny_dirs, **keys) -> Case:
-    keys = {"init_r": 6, "target_r": 2, "tinit": 2, "tfinal": 3, "dropout": 0.0, **keys}
+    keys = {"init_r": 6, "target_r": 2, "tinit": 2, "tfinal": 3, "lora_dropout": 0.0, **keys}
     return Case(method("adalora", **keys), tiny_dirs["llama"], "causal_lm")
 
 

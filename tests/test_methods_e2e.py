@@ -15,8 +15,8 @@ from safetensors.torch import load_file
 import llmkit
 from llmkit import Recipe
 from llmkit.methods import METHODS
-from llmkit.methods.matrix import supported
 from llmkit.models import load_trained
+from llmkit.recipe.matrix import supported
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("one_thread")]
 
@@ -108,7 +108,7 @@ MERGES = {
     "dora": ("gpt2", {**SMALL["lora"], "use_dora": True}, 1e-4),
     "rslora": ("llama", {**SMALL["lora"], "use_rslora": True}, 1e-4),
     "qlora-gpt2": ("gpt2", SMALL["qlora"], 3e-2),
-    "qlora-llama-float32": ("llama", {**SMALL["qlora"], "compute_dtype": "float32"}, 1e-4),
+    "qlora-llama-float32": ("llama", {**SMALL["qlora"], "bnb_4bit_compute_dtype": "float32"}, 1e-4),
     "adalora": ("llama", SMALL["adalora"], 1e-4),
     "ia3": ("gpt2", {}, 1e-4),
     "bitfit": ("gpt2", {}, 1e-4),

@@ -51,7 +51,9 @@ def _lora_grads_after_eval_pass(case: Case, model) -> tuple[dict, dict]:
 
 def _qlora_case(wide_llama) -> Case:
     return Case(
-        method("qlora", r=4, dropout=0.0, target_modules="all-linear", compute_dtype="float32"), wide_llama, "causal_lm"
+        method("qlora", r=4, lora_dropout=0.0, target_modules="all-linear", bnb_4bit_compute_dtype="float32"),
+        wide_llama,
+        "causal_lm",
     )
 
 

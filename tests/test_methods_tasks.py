@@ -12,8 +12,8 @@ from toy import classification_recipe, copy_rows, sentiment_rows, seq2seq_recipe
 import llmkit
 from llmkit import Recipe
 from llmkit.methods import METHODS
-from llmkit.methods.matrix import supported
 from llmkit.models import load_trained
+from llmkit.recipe.matrix import supported
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("one_thread")]
 

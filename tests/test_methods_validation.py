@@ -13,8 +13,8 @@ from conftest import INSTRUCTIONS, REPO, write_recipe
 from llmkit import Recipe, RecipeError
 from llmkit.methods import METHODS
 from llmkit.methods.base import ALL_FAMILIES
-from llmkit.methods.matrix import markdown, supported
-from llmkit.tasks import TASKS
+from llmkit.recipe import TASKS
+from llmkit.recipe.matrix import markdown, supported
 
 # Keys a method cannot do without; everything else has a default.
 REQUIRED = {"adapter_fusion": {"adapters": ["runs/a", "runs/b"]}}
@@ -58,7 +58,7 @@ def _problems(tmp_path: Path, model_type: str, task: str, method: dict) -> str:
 
 def test_docs_show_the_matrix_the_code_enforces():
     docs = (REPO / "docs" / "methods.md").read_text()
-    assert markdown() in docs, "docs/methods.md is stale: paste the output of `python -m llmkit.methods.matrix`"
+    assert markdown() in docs, "docs/methods.md is stale: paste the output of `python -m llmkit.recipe.matrix`"
 
 
 @pytest.mark.parametrize("name", list(METHODS))
@@ -94,7 +94,7 @@ def test_method_keys_are_checked_with_suggestions(tmp_path):
     cases = {
         "method.reduction: unknown key; did you mean 'reduction_factor'?": {"name": "adapter", "reduction": 8},
         "method.architecture: Input should be 'houlsby' or 'pfeiffer'": {"name": "adapter", "architecture": "x"},
-        "method.quant_type: Input should be 'nf4' or 'fp4'": {"name": "qlora", "quant_type": "int4"},
+        "method.bnb_4bit_quant_type: Input should be 'nf4' or 'fp4'": {"name": "qlora", "bnb_4bit_quant_type": "int4"},
         "method: target_r (16) must not exceed init_r (12)": {"name": "adalora", "target_r": 16},
         "method.adapters: adapter_fusion fuses at least two adapter runs": {
             "name": "adapter_fusion",
@@ -114,7 +114,7 @@ def test_method_keys_are_checked_with_suggestions(tmp_path):
 def test_qlora_without_bitsandbytes_says_how_to_install_it(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # find_spec now reports it missing
     message = _problems(tmp_path, "llama", "sft", {"name": "qlora"})
-    assert "method: qlora needs bitsandbytes: pip install 'bitsandbytes>=0.50,<0.51' (or use method lora)" in message
+    assert "method: qlora needs the bitsandbytes package: pip install 'llmkit[qlora]' (or use method lora)" in message
 
 
 def test_a_run_that_cannot_be_rebuilt_is_one_sentence(tmp_path, monkeypatch):
@@ -136,7 +136,10 @@ def test_a_run_that_cannot_be_rebuilt_is_one_sentence(tmp_path, monkeypatch):
         assert message in str(caught.value), text
     (run / "llmkit.json").write_text('{"method": {"name": "qlora"}}')
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)
-    with pytest.raises(RecipeError, match="cannot be loaded: method: qlora needs bitsandbytes: pip install"):
+    with pytest.raises(
+        RecipeError,
+        match=r"cannot be loaded: method: qlora needs the bitsandbytes package: pip install 'llmkit\[qlora\]'",
+    ):
         read_run(run)
 
 
@@ -176,3 +179,14 @@ def test_eval_names_a_damaged_run_before_anything_loads(tmp_path):
     (tmp_path / "run" / "llmkit.json").write_text("{not json")
     with pytest.raises(RecipeError, match=r"llmkit.json' is damaged \(JSONDecodeError"):
         find_checkpoint(tmp_path / "run", "sft")
+
+
+def test_runs_saved_by_llmkit_0_1_still_load_under_the_peft_key_names(tmp_path):
+    """0.1 named LoRA's keys alpha / dropout (and QLoRA's quant_type, ...); a run it saved reloads as peft names it."""
+    from llmkit.methods import read_run
+
+    (tmp_path / "llmkit.json").write_text(
+        '{"method": {"name": "qlora", "r": 4, "alpha": 32, "dropout": 0.1, "compute_dtype": "float32"}}'
+    )
+    _, method = read_run(tmp_path)
+    assert (method.lora_alpha, method.lora_dropout, method.bnb_4bit_compute_dtype) == (32, 0.1, "float32")

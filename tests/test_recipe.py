@@ -217,7 +217,7 @@ def test_every_shipped_recipe_validates(recipe, tmp_path, monkeypatch):
 
 def test_recipe_reference_is_generated_from_the_schema():
     """docs/recipe.md is `llmkit explain`; regenerate it with `make docs` when the schema changes."""
-    from llmkit.reference import reference
+    from llmkit.recipe.explain import reference
 
     assert (REPO / "docs" / "recipe.md").read_text() == reference()
     code, out, _ = run_cli("explain")

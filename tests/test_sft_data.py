@@ -8,7 +8,9 @@ import torch
 
 from llmkit import DataError, RecipeError
 from llmkit.data.collate import Collator, pack
-from llmkit.data.sft import ALPACA_RESPONSE, CHATML_TEMPLATE, IGNORE, build_examples
+from llmkit.data.sft import ALPACA_RESPONSE, CHATML_TEMPLATE, build_examples
+from llmkit.data.tokens import IGNORE_INDEX as IGNORE
+from llmkit.data.tokens import LengthPolicy
 from llmkit.testing import tiny_model, tiny_tokenizer
 
 ROW = {"instruction": "Name a colour.", "input": "", "output": "Blue is a colour."}
@@ -23,8 +25,7 @@ def _build(rows, tok, fmt="alpaca", template="alpaca", max_length=256, overlong=
         tokenizer=tok,
         template=template,
         system_prompt=system,
-        max_length=max_length,
-        overlong=overlong,
+        policy=LengthPolicy(max_length, overlong),
         stop_ids=stop,
     )
 

@@ -13,7 +13,7 @@ from conftest import INSTRUCTIONS
 from llmkit import DataError, Recipe, RecipeError
 from llmkit.data.classification import PAIR_SEPARATOR, Encoder, label_names, oversample
 from llmkit.data.sources import Rows, iter_rows, read_source
-from llmkit.data.tokens import TokenStats
+from llmkit.data.tokens import LengthPolicy, TokenStats
 from llmkit.losses import summed_cross_entropy
 from llmkit.metrics import classification_scores, rouge_scores
 from llmkit.recipe import ClassificationSection
@@ -72,11 +72,11 @@ def test_label_names_order_and_checks():
 
 def test_pair_encoding_encoder_and_decoder():
     row = {"text": "Name a colour.", "text_pair": "Blue is a colour."}
-    bert = Encoder(tiny_tokenizer("bert"), pair=True, max_length=64, overlong="error")
+    bert = Encoder(tiny_tokenizer("bert"), pair=True, policy=LengthPolicy(64, "error"))
     example = bert.encode(row, "r1", TokenStats())
     assert bert.tokenizer.decode(example["input_ids"]).startswith("[CLS]")
     assert 1 in example["token_type_ids"] and example["token_type_ids"][0] == 0  # segment ids mark the second text
-    gpt2 = Encoder(tiny_tokenizer("gpt2"), pair=True, max_length=64, overlong="error")
+    gpt2 = Encoder(tiny_tokenizer("gpt2"), pair=True, policy=LengthPolicy(64, "error"))
     decoded = gpt2.tokenizer.decode(gpt2.encode(row, "r1", TokenStats())["input_ids"])
     assert decoded == row["text"] + PAIR_SEPARATOR + row["text_pair"]
 
@@ -84,12 +84,12 @@ def test_pair_encoding_encoder_and_decoder():
 def test_overlong_rows_truncate_drop_or_fail():
     row = {"text": "word " * 40, "text_pair": "other " * 10}
     stats = TokenStats()
-    truncated = Encoder(tiny_tokenizer("bert"), pair=True, max_length=16, overlong="truncate").encode(row, "r", stats)
+    truncated = Encoder(tiny_tokenizer("bert"), pair=True, policy=LengthPolicy(16, "truncate")).encode(row, "r", stats)
     assert len(truncated["input_ids"]) == 16 and 1 in truncated["token_type_ids"], "longest first keeps both texts"
-    assert Encoder(tiny_tokenizer("gpt2"), pair=False, max_length=8, overlong="drop").encode(row, "r", stats) is None
+    assert Encoder(tiny_tokenizer("gpt2"), pair=False, policy=LengthPolicy(8, "drop")).encode(row, "r", stats) is None
     assert (stats.truncated, stats.dropped_overlong) == (1, 1)
     with pytest.raises(DataError, match=r"f\.tsv:9: is \d+ tokens, longer than data\.max_length=8"):
-        Encoder(tiny_tokenizer("gpt2"), pair=False, max_length=8, overlong="error").encode(row, "f.tsv:9", stats)
+        Encoder(tiny_tokenizer("gpt2"), pair=False, policy=LengthPolicy(8, "error")).encode(row, "f.tsv:9", stats)
 
 
 def test_oversample_balances_and_keeps_every_example():

@@ -87,7 +87,7 @@ def test_gradient_accumulation_matches_a_bigger_batch(tiny_dirs, instructions_sm
     runs = {}
     for batch, accum in ((4, 1), (1, 4)):
         recipe = sft_recipe(tiny_dirs["gpt2"], instructions_small, tmp_path / f"b{batch}")
-        recipe["method"]["dropout"] = 0.0
+        recipe["method"]["lora_dropout"] = 0.0
         recipe["training"].update(per_device_train_batch_size=batch, gradient_accumulation_steps=accum, max_steps=4)
         runs[batch] = llmkit.Trainer(Recipe.from_dict(recipe)).train()
     a, b = _final_weights(runs[4].output_dir), _final_weights(runs[1].output_dir)
@@ -99,7 +99,7 @@ def test_gradient_accumulation_matches_a_bigger_batch(tiny_dirs, instructions_sm
 def test_resume_equals_an_uninterrupted_run(tiny_dirs, instructions_small, tmp_path, monkeypatch):
     def recipe(out):
         r = sft_recipe(tiny_dirs["gpt2"], instructions_small, out)
-        r["method"]["dropout"] = 0.0
+        r["method"]["lora_dropout"] = 0.0
         r["training"].update(max_steps=6, save_strategy="steps", save_steps=3)
         return r
 

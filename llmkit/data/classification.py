@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from llmkit.data.sources import Rows
-from llmkit.data.tokens import TokenStats, encode_rows, fits
+from llmkit.data.tokens import LengthPolicy, TokenStats, encode_rows
 from llmkit.errors import DataError, RecipeError
 from llmkit.recipe import ClassificationSection
 
@@ -76,8 +76,7 @@ class Encoder:
 
     tokenizer: Any
     pair: bool
-    max_length: int
-    overlong: str
+    policy: LengthPolicy
 
     @property
     def native_pair(self) -> bool:
@@ -85,7 +84,7 @@ class Encoder:
         return getattr(self.tokenizer, "sep_token", None) is not None
 
     def _encode(self, row: Mapping[str, Any], truncate: bool) -> dict[str, list[int]]:
-        options = {"truncation": "longest_first" if truncate else False, "max_length": self.max_length}
+        options = {"truncation": "longest_first" if truncate else False, "max_length": self.policy.max_length}
         if not self.pair:
             return self.tokenizer(row["text"], **options)
         if self.native_pair:
@@ -95,11 +94,10 @@ class Encoder:
     def encode(self, row: Mapping[str, Any], origin: str, stats: TokenStats) -> dict[str, np.ndarray] | None:
         """Model inputs for one row, or None when data.overlong drops it."""
         encoded = self._encode(row, truncate=False)
-        if not fits(len(encoded["input_ids"]), self.max_length, self.overlong, origin):
-            if self.overlong == "drop":
-                stats.dropped_overlong += 1
-                return None
-            stats.truncated += 1
+        decision = self.policy.decide(len(encoded["input_ids"]), origin, stats)
+        if decision == "drop":
+            return None
+        if decision == "truncate":
             encoded = self._encode(row, truncate=True)
         stats.add(len(encoded["input_ids"]))
         return {key: np.asarray(value, dtype=np.int64) for key, value in encoded.items()}

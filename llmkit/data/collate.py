@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-IGNORE = -100
+from llmkit.data.tokens import IGNORE_INDEX
 
 
 def pack(examples: Sequence[dict[str, np.ndarray]], max_length: int) -> list[dict[str, np.ndarray]]:
@@ -39,7 +39,7 @@ def pack(examples: Sequence[dict[str, np.ndarray]], max_length: int) -> list[dic
         labels = []
         for i in members:
             lab = examples[i]["labels"].copy()
-            lab[0] = IGNORE
+            lab[0] = IGNORE_INDEX
             labels.append(lab)
         rows.append(
             {
@@ -54,17 +54,14 @@ def pack(examples: Sequence[dict[str, np.ndarray]], max_length: int) -> list[dic
 class Collator:
     """Right-pads a batch. Packed rows (with position_ids) get no attention mask, so the packing boundaries hold."""
 
-    def __init__(self, pad_id: int, pad_to_multiple_of: int | None = None):
+    def __init__(self, pad_id: int):
         self.pad_id = pad_id
-        self.multiple = pad_to_multiple_of
 
     def __call__(self, batch: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         length = max(len(ex["input_ids"]) for ex in batch)
-        if self.multiple:
-            length = -(-length // self.multiple) * self.multiple
         packed = "position_ids" in batch[0]
         input_ids = torch.full((len(batch), length), self.pad_id, dtype=torch.long)
-        labels = torch.full((len(batch), length), IGNORE, dtype=torch.long)
+        labels = torch.full((len(batch), length), IGNORE_INDEX, dtype=torch.long)
         mask = torch.zeros((len(batch), length), dtype=torch.long)
         positions = torch.zeros((len(batch), length), dtype=torch.long)
         for row, ex in enumerate(batch):

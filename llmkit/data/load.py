@@ -6,12 +6,11 @@ Turning rows into model inputs is task-specific (`llmkit.data.sft`, ...); this m
 from __future__ import annotations
 
 import random
-import re
 
-from llmkit.data.formats import FORMATS
 from llmkit.data.sources import Rows, read_source, rename_columns
 from llmkit.errors import DataError
 from llmkit.recipe import DataSection, DataSource
+from llmkit.recipe.formats import FORMATS
 
 MAX_REPORTED = 5
 
@@ -37,13 +36,14 @@ def check_rows(rows: Rows, fmt: str) -> None:
             rows.name,
         )
     check = FORMATS[fmt].check_row
-    bad = [(where, problem) for row, where in zip(rows.rows, rows.where, strict=False) if (problem := check(row))]
+    pairs = zip(rows.rows, rows.where, strict=False)
+    bad = [(row, where, problem) for row, where in pairs if (problem := check(row))]
     if not bad:
         return
-    lines = [f"{where}: {problem}" for where, problem in bad[:MAX_REPORTED]]
+    lines = [f"{where}: {problem}" for _, where, problem in bad[:MAX_REPORTED]]
     more = f" (and {len(bad) - MAX_REPORTED} more)" if len(bad) > MAX_REPORTED else ""
     hint = ""
-    missing = {m.group(1) for _, p in bad if (m := re.search(r"has no '([^']+)'", p))}
+    missing = {name for row, _, _ in bad for name in required if row.get(name) is None}
     if rows.columns and missing - set(rows.columns):  # a name the file never uses: likely a column to map
         hint = f"\n  the file's columns are {', '.join(rows.columns)}; map them with data.columns"
     raise DataError(f"{len(bad)} rows do not fit format '{fmt}'{more}:\n  " + "\n  ".join(lines) + hint)

@@ -8,35 +8,15 @@ the format it was instruction-tuned in), which pairs are dropped, and why.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from llmkit.data.sft import CHATML_TEMPLATE, alpaca_prompt, alpaca_user, uses_chat_template
 from llmkit.data.sources import Rows
+from llmkit.data.tokens import LengthPolicy, TokenStats
 from llmkit.errors import DataError
 from llmkit.recipe import DataSection
 
 MAX_REPORTED = 5
-
-
-@dataclass
-class PairStats:
-    rows: int = 0
-    kept: int = 0
-    identical: int = 0
-    overlong: int = 0
-    truncated: int = 0
-    max_tokens: int = 0
-
-    def summary(self, name: str) -> str:
-        parts = [f"{self.kept} pairs from {self.rows} rows of {name}", f"longest {self.max_tokens} tokens"]
-        if self.identical:
-            parts.append(f"{self.identical} dropped with chosen identical to rejected")
-        if self.overlong:
-            parts.append(f"{self.overlong} dropped as longer than max_length")
-        if self.truncated:
-            parts.append(f"{self.truncated} truncated")
-        return ", ".join(parts)
 
 
 def wants_chat(fmt: str, template: str, tokenizer: Any) -> bool:
@@ -112,7 +92,7 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
-def build_pairs(rows: Rows, data: DataSection, tokenizer: Any) -> tuple[list[dict[str, Any]], list[str], PairStats]:
+def build_pairs(rows: Rows, data: DataSection, tokenizer: Any) -> tuple[list[dict[str, Any]], list[str], TokenStats]:
     """Pairs in TRL's layout, where each came from, and what happened to the rows. Identical pairs and overlong pairs
     follow data.identical_pairs and data.overlong; either way the user is told how many."""
     use_chat = wants_chat(data.format, data.template, tokenizer)
@@ -129,7 +109,8 @@ def build_pairs(rows: Rows, data: DataSection, tokenizer: Any) -> tuple[list[dic
             + "\n  fix or remove them, or set data.identical_pairs: drop"
         )
     pairs, origins = [], []
-    stats = PairStats(rows=len(rows), identical=len(same))
+    stats = TokenStats(rows=len(rows), identical=len(same), unit="pairs")
+    policy = LengthPolicy.of(data)
     for row, where in zip(rows.rows, rows.where, strict=True):
         if identical(row):
             continue
@@ -137,19 +118,9 @@ def build_pairs(rows: Rows, data: DataSection, tokenizer: Any) -> tuple[list[dic
         ids = tokenize_pair(pair, tokenizer)
         prompt_len = len(ids["prompt_ids"])
         length = prompt_len + max(len(ids["chosen_ids"]), len(ids["rejected_ids"]))
-        if length > data.max_length:
-            if data.overlong == "error":
-                raise DataError(
-                    f"is {length} tokens, longer than data.max_length={data.max_length}; raise max_length or set "
-                    "data.overlong to drop or truncate",
-                    where,
-                )
-            if data.overlong == "drop" or prompt_len >= data.max_length:  # truncating would leave no answer
-                stats.overlong += 1
-                continue
-            stats.truncated += 1
+        if policy.decide(length, where, stats, truncatable=prompt_len < policy.max_length) == "drop":
+            continue
         pairs.append(pair)
         origins.append(where)
-        stats.max_tokens = max(stats.max_tokens, min(length, data.max_length))
-    stats.kept = len(pairs)
+        stats.add(min(length, policy.max_length))
     return pairs, origins, stats

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from llmkit.data.sources import Rows
-from llmkit.data.tokens import TokenStats, encode_rows, fits
+from llmkit.data.tokens import LengthPolicy, TokenStats, encode_rows
 from llmkit.recipe import DataSection
 
 
@@ -21,33 +21,28 @@ from llmkit.recipe import DataSection
 class Encoder:
     tokenizer: Any
     prefix: str
-    max_length: int
-    max_target_length: int
-    overlong: str
+    policy: LengthPolicy
 
     @classmethod
-    def for_data(cls, tokenizer: Any, data: DataSection) -> Encoder:
-        target_length = data.max_target_length or data.max_length
-        return cls(tokenizer, data.source_prefix or "", data.max_length, target_length, data.overlong)
+    def for_data(cls, tokenizer: Any, data: DataSection, prefix: str | None = None) -> Encoder:
+        """The recipe's encoder; `prefix` replaces data.source_prefix (rationale students prefix each task)."""
+        return cls(tokenizer, (data.source_prefix or "") if prefix is None else prefix, LengthPolicy.of(data))
 
     def source_ids(self, row: Mapping[str, Any], truncate: bool = False) -> list[int]:
-        return self.tokenizer(self.prefix + row["source"], truncation=truncate, max_length=self.max_length)["input_ids"]
+        limit = self.policy.max_length
+        return self.tokenizer(self.prefix + row["source"], truncation=truncate, max_length=limit)["input_ids"]
 
     def _target_ids(self, row: Mapping[str, Any], truncate: bool = False) -> list[int]:
-        return self.tokenizer(text_target=row["target"], truncation=truncate, max_length=self.max_target_length)[
-            "input_ids"
-        ]
+        limit = self.policy.target_limit
+        return self.tokenizer(text_target=row["target"], truncation=truncate, max_length=limit)["input_ids"]
 
     def encode(self, row: Mapping[str, Any], origin: str, stats: TokenStats) -> dict[str, Any] | None:
         """{input_ids, labels} for one row, or None when data.overlong drops it."""
         source, target = self.source_ids(row), self._target_ids(row)
-        source_fits = fits(len(source), self.max_length, self.overlong, origin)
-        target_fits = fits(len(target), self.max_target_length, self.overlong, origin, "data.max_target_length")
-        if not (source_fits and target_fits):
-            if self.overlong == "drop":
-                stats.dropped_overlong += 1
-                return None
-            stats.truncated += 1
+        decision = self.policy.decide(len(source), origin, stats, target_length=len(target))
+        if decision == "drop":
+            return None
+        if decision == "truncate":
             source, target = self.source_ids(row, truncate=True), self._target_ids(row, truncate=True)
         stats.add(len(source) + len(target))
         # labels stay a list: DataCollatorForSeq2Seq pads them itself and is slow on a list of arrays

@@ -7,16 +7,14 @@ trained is exact — no re-alignment of character offsets — and a prompt token
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from jinja2 import TemplateError
 
-from llmkit.data.tokens import TokenStats
+from llmkit.data.tokens import IGNORE_INDEX, LengthPolicy, TokenStats
 from llmkit.errors import DataError, RecipeError, first_line
-
-IGNORE = -100
 
 ALPACA_PROMPT = (
     "Below is an instruction that describes a task. Write a response that appropriately completes the request."
@@ -32,21 +30,6 @@ CHATML_TEMPLATE = (
 )
 
 Segment = tuple[str, bool]  # (text, trained?)
-
-
-@dataclass
-class SftStats(TokenStats):
-    dropped_no_target: int = 0
-    split_pieces: int = 0
-    target_tokens: int = 0
-    notes: list[str] = field(default_factory=list)
-
-    def parts(self, name: str) -> list[str]:
-        parts = super().parts(name)
-        parts.insert(2, f"{self.target_tokens} trained")
-        if self.dropped_no_target:
-            parts.append(f"{self.dropped_no_target} dropped with no trainable token left")
-        return parts
 
 
 def uses_chat_template(fmt: str, template: str, tokenizer: Any) -> bool:
@@ -184,11 +167,11 @@ class Tokenizing:
         bos_text = getattr(self.tokenizer, "bos_token", None)
         if self.prefix and not (bos_text and first.startswith(bos_text)):
             ids += self.prefix
-            labels += [IGNORE] * len(self.prefix)
+            labels += [IGNORE_INDEX] * len(self.prefix)
         for text, trained in segments:
             piece = self.tokenizer(text, add_special_tokens=False)["input_ids"]
             ids += piece
-            labels += piece if trained else [IGNORE] * len(piece)
+            labels += piece if trained else [IGNORE_INDEX] * len(piece)
         if (self.append_eos if append_eos is None else append_eos) and self.eos_id is not None:
             ids.append(self.eos_id)
             labels.append(self.eos_id)
@@ -203,17 +186,17 @@ def build_examples(
     tokenizer: Any,
     template: str,
     system_prompt: str | None,
-    max_length: int,
-    overlong: str,
+    policy: LengthPolicy,
     stop_ids: set[int],
-) -> tuple[list[dict[str, np.ndarray]], list[str], SftStats]:
+) -> tuple[list[dict[str, np.ndarray]], list[str], TokenStats]:
     """Tokenised examples ({input_ids, labels}), where each came from, and counts of what happened to the rows."""
     use_chat = _chat_ready(fmt, template, tokenizer)
     tok = Tokenizing.for_format(tokenizer, use_chat)
     examples: list[dict[str, np.ndarray]] = []
     origins: list[str] = []
-    stats = SftStats(rows=len(rows))
+    stats = TokenStats(rows=len(rows), target_tokens=0)
     unstoppable: list[str] = []
+    width = policy.max_length
     for row, origin in zip(rows, where, strict=False):
         try:
             ids, labels = tok.encode(render(row, fmt, use_chat, tokenizer, system_prompt))
@@ -223,37 +206,28 @@ def build_examples(
                 "or the turns it rejects, or set data.template: alpaca",
                 origin,
             ) from None
+        decision = policy.decide(len(ids), origin, stats)
+        if decision == "drop":
+            continue
         pieces = [(ids, labels)]
-        if len(ids) > max_length:
-            if overlong == "error":
-                raise DataError(
-                    f"is {len(ids)} tokens, longer than data.max_length={max_length}; raise max_length or set "
-                    "data.overlong to drop or truncate",
-                    origin,
-                )
-            if overlong == "drop":
-                stats.dropped_overlong += 1
-                continue
-            if overlong == "truncate":
-                stats.truncated += 1
-                pieces = [(ids[:max_length], labels[:max_length])]
-            else:  # split: consecutive windows of a long document
-                pieces = [(ids[i : i + max_length], labels[i : i + max_length]) for i in range(0, len(ids), max_length)]
-                stats.split_pieces += len(pieces) - 1
+        if decision == "truncate":
+            pieces = [(ids[:width], labels[:width])]
+        elif decision == "split":  # consecutive windows of a long document
+            pieces = [(ids[i : i + width], labels[i : i + width]) for i in range(0, len(ids), width)]
+            stats.split_pieces += len(pieces) - 1
         elif stop_ids and not any(label in stop_ids for label in labels):
             unstoppable.append(origin)
         for piece_ids, piece_labels in pieces:
-            if all(label == IGNORE for label in piece_labels[1:]):
+            trained = sum(1 for label in piece_labels[1:] if label != IGNORE_INDEX)
+            if not trained:
                 stats.dropped_no_target += 1
                 continue
             examples.append(
                 {"input_ids": np.asarray(piece_ids, dtype=np.int64), "labels": np.asarray(piece_labels, dtype=np.int64)}
             )
             origins.append(origin)
-            stats.tokens += len(piece_ids)
-            stats.target_tokens += sum(1 for label in piece_labels[1:] if label != IGNORE)
-            stats.max_tokens = max(stats.max_tokens, len(piece_ids))
-    stats.kept = len(examples)
+            stats.add(len(piece_ids))
+            stats.target_tokens += trained
     if unstoppable and fmt != "text":
         names = ", ".join(repr(tokenizer.convert_ids_to_tokens(i)) for i in sorted(stop_ids))
         raise RecipeError(

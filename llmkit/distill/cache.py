@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
 
+from llmkit.console import say
 from llmkit.distill.loss import scored_positions
-from llmkit.job import say
 from llmkit.models import cache_dir
 
 

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from llmkit.console import say
 from llmkit.data.sources import read_source
 from llmkit.distill.teacher import load_teacher, resolve_teacher, teacher_tokenizer
 from llmkit.errors import DataError, LlmkitError
-from llmkit.job import say
+from llmkit.families import text_head
+from llmkit.generation import generate
 
 DEFAULT_PROMPT = (
     "{input}\n\nExplain your reasoning step by step, then give the final answer on its own last line, "
@@ -124,18 +124,17 @@ def generate_rationales(
         return summary
 
     ref = resolve_teacher(teacher, dtype)
-    family = json.loads((ref.run_dir / "llmkit.json").read_text())["family"] if ref.run_dir else ref.base.family
-    head = "seq2seq_lm" if family == "t5" else "causal_lm"
+    head = text_head(ref.family)
     tokenizer = teacher_tokenizer(ref)
     model = load_teacher(ref, head, tokenizer)
-    tokenizer.padding_side = "left" if head == "causal_lm" else "right"  # a decoder continues from the right edge
     out.parent.mkdir(parents=True, exist_ok=True)
     say(f"{len(pending)} inputs to explain with {teacher} ({summary.already_done} already done)")
     with out.open("a") as good, rejected.open("a") as bad:
         for start in range(0, len(pending), batch_size):
             batch = pending[start : start + batch_size]
-            texts = [_prompt(tokenizer, prompt, row, input_column, label_column, head) for row, _ in batch]
-            for (row, where), text in zip(batch, _generate(model, tokenizer, texts, max_new_tokens), strict=True):
+            prompts = [_prompt(tokenizer, prompt, row, input_column, label_column, head) for row, _ in batch]
+            texts = generate(model, tokenizer, prompts, len(prompts), max_new_tokens=max_new_tokens, do_sample=False)
+            for (row, where), text in zip(batch, texts, strict=True):
                 rationale, answer = parse(text)
                 gold = str(row[label_column]) if label_column else None
                 record = {"input": str(row[input_column]), "label": gold or answer, "rationale": rationale}
@@ -153,26 +152,15 @@ def generate_rationales(
 
 def _prompt(
     tokenizer: Any, template: str, row: dict[str, Any], input_column: str, label_column: str | None, head: str
-) -> str:
+) -> list[int]:
+    """The prompt's token ids; an instruct decoder is asked in its chat template, as it was tuned."""
     text = template.format(input=row[input_column], label=row[label_column] if label_column else "")
-    if head == "causal_lm" and getattr(tokenizer, "chat_template", None):  # an instruct model is asked as it was tuned
-        return tokenizer.apply_chat_template(
+    if head == "causal_lm" and getattr(tokenizer, "chat_template", None):
+        chat = tokenizer.apply_chat_template(
             [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
         )
-    return text
-
-
-@torch.no_grad()
-def _generate(model: Any, tokenizer: Any, texts: list[str], max_new_tokens: int) -> list[str]:
-    device = next(model.parameters()).device
-    special = {"add_special_tokens": False} if getattr(tokenizer, "chat_template", None) else {}
-    batch = tokenizer(texts, return_tensors="pt", padding=True, **special).to(device)
-    generated = model.generate(
-        **batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
-    )
-    if not model.config.is_encoder_decoder:
-        generated = generated[:, batch["input_ids"].shape[1] :]
-    return tokenizer.batch_decode(generated, skip_special_tokens=True)
+        return tokenizer(chat, add_special_tokens=False)["input_ids"]
+    return tokenizer(text)["input_ids"]
 
 
 def _append(handle: Any, record: dict[str, Any]) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-IGNORE = -100
+from llmkit.data.tokens import IGNORE_INDEX
 
 
 @dataclass
@@ -60,7 +60,7 @@ def scored_positions(
         student_logits, labels = student_logits[:, :-1], labels[:, 1:]
         if teacher_logits is not None and teacher_logits.dim() == 3:
             teacher_logits = teacher_logits[:, :-1]
-    mask = labels != IGNORE
+    mask = labels != IGNORE_INDEX
     if teacher_logits is not None and teacher_logits.shape[:-1] == mask.shape:
         teacher_logits = teacher_logits[mask]
     return student_logits[mask], teacher_logits, labels[mask]

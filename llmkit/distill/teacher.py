@@ -7,7 +7,7 @@ tokenizers must map every token to the same id; this is checked before either mo
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from llmkit import models
 from llmkit.errors import RecipeError, first_line
 from llmkit.families import resolve_model
+from llmkit.methods import RUN_META, read_run
 from llmkit.recipe import ModelSection
 
 
@@ -26,12 +27,15 @@ class TeacherRef:
     name: str
     run_dir: Path | None  # an llmkit run's output_dir
     base: models.ResolvedModel | None  # any other model
+    info: dict[str, Any] = field(default_factory=dict)  # an llmkit run's llmkit.json
 
     @property
     def head(self) -> str | None:
-        if self.run_dir is not None:
-            return json.loads((self.run_dir / "llmkit.json").read_text())["head"]
-        return None
+        return self.info.get("head") if self.run_dir is not None else None
+
+    @property
+    def family(self) -> str:
+        return self.info["family"] if self.run_dir is not None else self.base.family  # type: ignore[union-attr]
 
     def fingerprint(self) -> str:
         """Identifies the teacher's logits for the cache: path, size and mtime of every file, and the dtype it
@@ -47,8 +51,8 @@ class TeacherRef:
 def resolve_teacher(name: str, dtype: str) -> TeacherRef:
     """Resolve distill.teacher (validated at recipe time) to files on disk; GGUF teachers are dequantised once."""
     path = Path(name).expanduser()
-    if (path / "llmkit.json").is_file():
-        return TeacherRef(name, path, None)
+    if (path / RUN_META).is_file():
+        return TeacherRef(name, path, None, read_run(path)[0])
     section = ModelSection(name=name, dtype=dtype)
     try:
         return TeacherRef(name, None, models.resolve_base(section, resolve_model(name)))

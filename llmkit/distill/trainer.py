@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 import transformers
 
-from llmkit.distill.loss import IGNORE, distillation_loss, scored_positions
+from llmkit.data.tokens import IGNORE_INDEX
+from llmkit.distill.loss import distillation_loss, scored_positions
 
 # A loss: (model, inputs, num_items_in_batch) → (loss, model outputs, {part: sum}, positions the sums are over)
 LossFn = Callable[[Any, dict[str, Any], Any], tuple[torch.Tensor, Any, dict[str, float], int]]
@@ -78,8 +79,10 @@ class TwoTasks:
         outputs = model(**inputs)
         logits = outputs.logits[:, :-1] if self.causal else outputs.logits
         targets = labels[:, 1:] if self.causal else labels
-        per_token = F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=IGNORE, reduction="none")
-        counts = [(targets[task == i] != IGNORE).sum() for i in (0, 1)]
+        per_token = F.cross_entropy(
+            logits.float().transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none"
+        )
+        counts = [(targets[task == i] != IGNORE_INDEX).sum() for i in (0, 1)]
         label_loss, rationale_loss = (per_token[task == i].sum() / counts[i].clamp(min=1) for i in (0, 1))
         loss = label_loss + self.weight * rationale_loss
         n = len(task) // 2  # inputs in the batch: parts are weighted by them, as the Trainer weighs eval_loss

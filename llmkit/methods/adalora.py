@@ -11,9 +11,15 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from llmkit.methods.base import MethodConfig, MethodContext
-from llmkit.methods.lora import Alpha, Dropout, ModulesToSave, TargetModules, peft_task_kwargs
-
-StepsOrFraction = Field(ge=0, description="optimizer steps, or a fraction of the run if below 1")
+from llmkit.methods.peft_common import (
+    LoraAlpha,
+    LoraDropout,
+    ModulesToSave,
+    TargetModules,
+    fan_in_fan_out,
+    peft_task_kwargs,
+    target_modules,
+)
 
 
 class AdaLoraMethod(MethodConfig):
@@ -24,8 +30,8 @@ class AdaLoraMethod(MethodConfig):
     name: Literal["adalora"] = "adalora"
     init_r: int = Field(12, gt=0, description="rank every matrix starts with")
     target_r: int = Field(8, gt=0, description="average rank left at the end")
-    alpha: Alpha = 32
-    dropout: Dropout = 0.05
+    lora_alpha: LoraAlpha = 32
+    lora_dropout: LoraDropout = 0.05
     target_modules: TargetModules = "auto"
     tinit: float = Field(0.1, ge=0, description="warm-up before ranks shrink: steps, or a fraction of the run if < 1")
     tfinal: float = Field(0.2, ge=0, description="steps at the final ranks: steps, or a fraction of the run if < 1")
@@ -63,9 +69,9 @@ class AdaLoraMethod(MethodConfig):
         return AdaLoraConfig(
             init_r=self.init_r,
             target_r=self.target_r,
-            lora_alpha=self.alpha,
-            lora_dropout=self.dropout,
-            target_modules=None if self.target_modules == "auto" else self.target_modules,
+            lora_alpha=self.lora_alpha,
+            lora_dropout=self.lora_dropout,
+            target_modules=target_modules(self.target_modules),
             tinit=tinit,
             tfinal=tfinal,
             deltaT=self.deltaT,
@@ -73,7 +79,7 @@ class AdaLoraMethod(MethodConfig):
             beta2=self.beta2,
             orth_reg_weight=self.orth_reg_weight,
             total_step=total,
-            fan_in_fan_out=ctx.family == "gpt2",
+            fan_in_fan_out=fan_in_fan_out(ctx),
             **peft_task_kwargs(ctx, self.modules_to_save),
         )
 

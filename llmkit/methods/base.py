@@ -7,7 +7,9 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-ALL_FAMILIES = ("bert", "gpt2", "llama", "t5")
+from llmkit.families import FAMILIES
+
+ALL_FAMILIES = tuple(FAMILIES)
 
 
 @dataclass

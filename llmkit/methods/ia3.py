@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from llmkit.methods.base import MethodConfig, MethodContext
-from llmkit.methods.lora import ModulesToSave, peft_task_kwargs
+from llmkit.methods.peft_common import ModulesToSave, fan_in_fan_out, peft_task_kwargs
 
 
 class Ia3Method(MethodConfig):
@@ -46,7 +46,7 @@ class Ia3Method(MethodConfig):
         return IA3Config(
             target_modules=self.target_modules if explicit else None,
             feedforward_modules=self.feedforward_modules if explicit else None,
-            fan_in_fan_out=ctx.family == "gpt2",
+            fan_in_fan_out=fan_in_fan_out(ctx),
             **peft_task_kwargs(ctx, self.modules_to_save),
         )
 

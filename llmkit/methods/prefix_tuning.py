@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from llmkit.methods.base import MethodConfig, MethodContext
-from llmkit.methods.lora import peft_task_kwargs
+from llmkit.methods.peft_common import peft_task_kwargs
 
 
 class PrefixTuningMethod(MethodConfig):

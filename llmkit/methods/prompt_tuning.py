@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from llmkit.methods.base import MethodConfig, MethodContext
-from llmkit.methods.lora import peft_task_kwargs
+from llmkit.methods.peft_common import peft_task_kwargs
 
 _SHIFTS = "its virtual tokens lengthen the logits, which then no longer line up with the sequence"
 _POOLS_PAD = (
@@ -17,12 +17,14 @@ _POOLS_PAD = (
 
 
 class PromptTuningMethod(MethodConfig):
-    """Prompt tuning (Lester et al., 2021): only `num_virtual_tokens` input embeddings train; `init_text` starts them
-    from a task description's tokens."""
+    """Prompt tuning (Lester et al., 2021): only `num_virtual_tokens` input embeddings train; `prompt_tuning_init_text`
+    starts them from a task description's tokens."""
 
     name: Literal["prompt_tuning"] = "prompt_tuning"
     num_virtual_tokens: int = Field(20, gt=0, description="soft-prompt length")
-    init_text: str | None = Field(None, description="start from this text's token embeddings (default: random)")
+    prompt_tuning_init_text: str | None = Field(
+        None, description="start from this text's token embeddings (default: random)"
+    )
 
     tasks = ("sft", "classification", "seq2seq")
     excluded: ClassVar[dict[tuple[str, str], str]] = {
@@ -40,10 +42,10 @@ class PromptTuningMethod(MethodConfig):
         from peft import PromptTuningConfig
 
         init: dict[str, Any] = {"prompt_tuning_init": "RANDOM"}
-        if self.init_text:
+        if self.prompt_tuning_init_text:
             init = {
                 "prompt_tuning_init": "TEXT",
-                "prompt_tuning_init_text": self.init_text,
+                "prompt_tuning_init_text": self.prompt_tuning_init_text,
                 "tokenizer_name_or_path": ctx.model_path,
             }
         return PromptTuningConfig(num_virtual_tokens=self.num_virtual_tokens, **init, **peft_task_kwargs(ctx))

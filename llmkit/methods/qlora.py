@@ -1,20 +1,19 @@
 """QLoRA: the base weights in bitsandbytes 4-bit (NF4 or FP4), LoRA on top (Dettmers et al., 2023).
 
-Every LoRA key applies (r, alpha, target_modules, use_dora, use_rslora, ...); this block adds the quantisation.
+Every LoRA key applies (r, lora_alpha, target_modules, use_dora, use_rslora, ...); this block adds the quantisation,
+under the names of transformers' BitsAndBytesConfig.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from llmkit.extras import missing
 from llmkit.methods.base import MethodContext
 from llmkit.methods.heads import head_module_names
 from llmkit.methods.lora import LoraMethod
-
-BNB_PIN = "bitsandbytes>=0.50,<0.51"
 
 
 class QLoraMethod(LoraMethod):
@@ -22,16 +21,19 @@ class QLoraMethod(LoraMethod):
     `llmkit merge` dequantises the base and folds the adapter into full-precision weights."""
 
     name: Literal["qlora"] = "qlora"  # type: ignore[assignment]
-    quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type: NormalFloat4 or FP4")
-    double_quant: bool = Field(True, description="quantise the quantisation constants too (~0.4 bits/weight less)")
-    compute_dtype: Literal["bfloat16", "float16", "float32"] = Field(
+    bnb_4bit_quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type: NormalFloat4 or FP4")
+    bnb_4bit_use_double_quant: bool = Field(
+        True, description="quantise the quantisation constants too (~0.4 bits/weight less)"
+    )
+    bnb_4bit_compute_dtype: Literal["bfloat16", "float16", "float32"] = Field(
         "bfloat16", description="dtype the 4-bit weights are dequantised to for each matmul"
     )
 
     @model_validator(mode="after")
     def _needs_bitsandbytes(self) -> QLoraMethod:
-        if importlib.util.find_spec("bitsandbytes") is None:
-            raise ValueError(f"qlora needs bitsandbytes: pip install '{BNB_PIN}' (or use method lora)")
+        problem = missing("bitsandbytes")
+        if problem:
+            raise ValueError(f"{problem} (or use method lora)")
         return self
 
     def load_kwargs(self, ctx: MethodContext) -> dict[str, Any]:
@@ -44,9 +46,9 @@ class QLoraMethod(LoraMethod):
             **device,
             "quantization_config": BitsAndBytesConfig(
                 load_in_4bit=True,
-                bnb_4bit_quant_type=self.quant_type,
-                bnb_4bit_use_double_quant=self.double_quant,
-                bnb_4bit_compute_dtype=getattr(torch, self.compute_dtype),
+                bnb_4bit_quant_type=self.bnb_4bit_quant_type,
+                bnb_4bit_use_double_quant=self.bnb_4bit_use_double_quant,
+                bnb_4bit_compute_dtype=getattr(torch, self.bnb_4bit_compute_dtype),
                 # A new classification head must train in full precision; naming any module drops transformers'
                 # default skip list, so the LM head is named too.
                 llm_int8_skip_modules=["lm_head", *head_module_names(ctx.head)],
@@ -82,7 +84,7 @@ def keep_4bit_training_layout(model: Any) -> None:
 
     On CPUs with avx512-bf16, bitsandbytes 0.50 repacks a Linear4bit's weights on its first forward in eval mode
     without grad (an evaluation pass), and from then on computes it with a kernel that has no backward: every later
-    training step gets missing or wrong LoRA gradients (relative error ~0.8 measured here), silently. The switch is
+    training step gets missing or wrong LoRA gradients, silently (docs/methods.md has the measured error). The switch is
     a per-layer attribute bitsandbytes sets from the CPU's features; turning it off keeps the dequantise-and-matmul
     path, which is exact for training and is what every other CPU uses. tests/test_methods_qlora.py pins both.
     """

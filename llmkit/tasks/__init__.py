@@ -1,81 +1,75 @@
-"""Task registry: what each `task:` value needs, torch-free so `validate` can check it.
+"""Task runners: one module per task, found by name through the registry in `llmkit.recipe.tasks`.
 
-A task's runner lives in `llmkit/tasks/<name>.py` and exposes `run(job) -> dict` of metrics; it is imported only
-when a run starts, because runners import torch and the trainers.
+Every runner module satisfies `Task`; `llmkit eval` needs `Evaluates` too, `llmkit predict` / `generate` `Predicts`.
+Modules share functions (`llmkit.run`, `llmkit.fit`, `llmkit.data`), never a base class.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from llmkit.errors import LlmkitError
+from llmkit.recipe.tasks import TASKS
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from llmkit.data.prepared import Prepared
+    from llmkit.data.sources import Rows
+    from llmkit.models import Trained
+    from llmkit.recipe import Recipe
+    from llmkit.run import RunEnv, TaskResult
 
 
-@dataclass(frozen=True)
-class TaskSpec:
-    families: tuple[str, ...]  # model families that can do this task
-    head: str  # which Auto* class loads the model: causal_lm, seq_cls or seq2seq_lm
-    doc: str
-    sections: tuple[str, ...] = ()  # optional recipe sections the task reads (see recipe.TASK_SECTIONS)
+@runtime_checkable
+class Task(Protocol):
+    """What every task module provides."""
+
+    def prepare(self, env: RunEnv, tokenizer: PreTrainedTokenizerBase) -> Prepared:
+        """Rows → model-ready examples for every split the task reads, each split's source recorded (`Prepared`);
+        `llmkit inspect-data` shows them."""
+        ...
+
+    def run(self, env: RunEnv) -> TaskResult:
+        """Prepare the data, build the model, train it through `llmkit.fit.fit`, and return what was produced. Saving
+        and the run directory are the caller's (`llmkit.trainer.train`)."""
+        ...
 
 
-TASKS: dict[str, TaskSpec] = {
-    "sft": TaskSpec(
-        families=("gpt2", "llama"),
-        head="causal_lm",
-        doc="supervised fine-tuning of a decoder on instructions, chats or plain text",
-        sections=("generation",),
-    ),
-    "classification": TaskSpec(
-        families=("bert", "gpt2", "llama"),
-        head="seq_cls",
-        doc="label a text or a pair of texts; encoders pool [CLS], decoders pool the last token",
-        sections=("classification", "evaluation"),
-    ),
-    "seq2seq": TaskSpec(
-        families=("t5",),
-        head="seq2seq_lm",
-        doc="map a source text to a target text (summarise, translate) with an encoder-decoder; ROUGE on generations",
-        sections=("generation", "evaluation"),
-    ),
-    "dpo": TaskSpec(
-        families=("gpt2", "llama"),
-        head="causal_lm",
-        doc="direct preference optimisation on chosen / rejected pairs, against a frozen reference (TRL DPOTrainer)",
-        sections=("dpo",),
-    ),
-    "orpo": TaskSpec(
-        families=("gpt2", "llama"),
-        head="causal_lm",
-        doc="odds-ratio preference optimisation: SFT and preference in one loss, no reference (TRL ORPOTrainer)",
-        sections=("orpo",),
-    ),
-    "kto": TaskSpec(
-        families=("gpt2", "llama"),
-        head="causal_lm",
-        doc="Kahneman-Tversky optimisation on answers marked good or bad (TRL KTOTrainer); pairs are unpaired",
-        sections=("kto",),
-    ),
-    "distill": TaskSpec(
-        families=("bert", "gpt2", "llama", "t5"),
-        head="causal_lm",  # the student's head follows data.format: see llmkit.tasks.distill.student_head
-        doc="a student learns from a frozen teacher's soft targets, or from the teacher's rationales",
-        sections=("distill", "classification", "evaluation"),  # a classifier student: labels and extra metrics
-    ),
-}
+@runtime_checkable
+class Evaluates(Protocol):
+    def evaluate(self, env: RunEnv, trained: Trained, rows: Rows, prefix: str) -> dict[str, float]:
+        """The task's metrics of a trained model on `rows`, named `<prefix>_<metric>` (`llmkit eval`)."""
+        ...
 
 
-def tasks_using(section: str) -> list[str]:
-    """The tasks that read an optional recipe section, for the error when another task's recipe sets it."""
-    return [name for name, spec in TASKS.items() if section in spec.sections]
+@runtime_checkable
+class Predicts(Protocol):
+    def predict(
+        self, recipe: Recipe, trained: Trained, rows: list[dict[str, Any]], origins: list[str]
+    ) -> list[dict[str, Any]]:
+        """One output per row: labels and probabilities, or a generation (`llmkit predict`, `llmkit generate`)."""
+        ...
 
 
-def runner(task: str) -> Callable[[Any], dict[str, Any]]:
-    """The task's `run` function; the name was validated against TASKS, so this imports only our own modules."""
-    return importlib.import_module(f"llmkit.tasks.{task}").run
+def get(name: str) -> Task:
+    """The runner module of task `name` (validated against the registry; imports torch and the trainers)."""
+    module = importlib.import_module(f"llmkit.tasks.{TASKS[name].module}")
+    if not isinstance(module, Task):
+        raise TypeError(f"llmkit.tasks.{TASKS[name].module} does not provide prepare() and run()")
+    return module
 
 
-def task_function(task: str, name: str) -> Callable[..., Any] | None:
-    """A task module's optional entry point (`evaluate`, `predict`), or None if the task does not offer it."""
-    return getattr(importlib.import_module(f"llmkit.tasks.{task}"), name, None)
+def evaluator(name: str, command: str = "eval") -> Evaluates:
+    task = get(name)
+    if not isinstance(task, Evaluates):
+        raise LlmkitError(f"llmkit {command} does not support task '{name}'.")
+    return task
+
+
+def predictor(name: str, command: str = "predict") -> Predicts:
+    task = get(name)
+    if not isinstance(task, Predicts):
+        raise LlmkitError(f"llmkit {command} does not support task '{name}'.")
+    return task

@@ -15,37 +15,40 @@ import numpy as np
 import torch
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase, Trainer
 
+from llmkit.console import say
 from llmkit.data.classification import Encoder, check_known, label_names, oversample
-from llmkit.data.load import load_source, load_splits
+from llmkit.data.load import load_splits
+from llmkit.data.prepared import Prepared, add_test, prepare_examples
 from llmkit.data.sources import Rows
-from llmkit.data.tokens import TokenStats
-from llmkit.job import Job, Prepared, prepare_examples, say
+from llmkit.data.tokens import LengthPolicy, TokenStats
+from llmkit.fit import fit
 from llmkit.losses import batch_loss
-from llmkit.metrics import ExtraMetrics, compute_classification, evaluate_split, train_and_score
+from llmkit.metrics import ExtraMetrics, compute_classification, evaluate_split
 from llmkit.models import Trained
 from llmkit.recipe import Recipe
+from llmkit.run import RunEnv, TaskResult, build_model, total_steps, training_args
 
 HEADLINE = ("accuracy", "f1_macro", "mcc", "loss")  # printed before and after training
 UNSEEN = "never appears in the training data, so the classifier cannot predict it"
 
-
-def encoder(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, overlong: str | None = None) -> Encoder:
-    data = recipe.data
-    return Encoder(tokenizer, data.format == "sentence-pair", data.max_length, overlong or data.overlong)
-
-
 Encode = Callable[[Rows, Mapping[str, int]], tuple[list[dict[str, Any]], list[str], TokenStats]]
 
 
-def encode_splits(
-    job: Job, tokenizer: PreTrainedTokenizerBase, encode: Encode | None = None
+def encoder(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, overlong: str | None = None) -> Encoder:
+    data = recipe.data
+    policy = LengthPolicy(data.max_length, overlong or data.overlong)
+    return Encoder(tokenizer, data.format == "sentence-pair", policy)
+
+
+def prepare_labelled(
+    env: RunEnv, tokenizer: PreTrainedTokenizerBase, encode: Encode | None = None
 ) -> tuple[Prepared, list[str]]:
-    """Training and held-out examples, and the label names in id order (from the recipe or the training data).
-    `encode(rows, label_ids)` replaces the recipe's encoder (distillation adds the teacher's inputs)."""
-    data = job.recipe.data
-    encode = encode or encoder(job.recipe, tokenizer).examples
+    """Training, held-out and test examples, and the label names in id order (from the recipe or the training
+    data). `encode(rows, label_ids)` replaces the recipe's encoder (distillation adds the teacher's inputs)."""
+    data = env.recipe.data
+    encode = encode or encoder(env.recipe, tokenizer).examples
     train_rows, eval_rows = load_splits(data)
-    names = label_names(train_rows, job.recipe.classification)
+    names = label_names(train_rows, env.recipe.classification)
     if eval_rows is not None:
         check_known(eval_rows, names, UNSEEN)
     ids = {name: i for i, name in enumerate(names)}
@@ -56,16 +59,22 @@ def encode_splits(
         f"(all longer than data.max_length={data.max_length}); raise max_length or set data.overlong: truncate",
     )
     say(f"training examples per label: {_counts(prepared.train, names)}")
+    add_test(prepared, data, lambda rows: encode(rows, ids), check=lambda rows: check_known(rows, names, UNSEEN))
     return prepared, names
 
 
-def prepare(job: Job, tokenizer: PreTrainedTokenizerBase) -> Prepared:
-    return encode_splits(job, tokenizer)[0]
+def prepare(env: RunEnv, tokenizer: PreTrainedTokenizerBase) -> Prepared:
+    return prepare_labelled(env, tokenizer)[0]
 
 
 def _counts(examples: list[dict[str, Any]], names: list[str]) -> str:
     counts = np.bincount([int(ex["labels"]) for ex in examples], minlength=len(names))
     return ", ".join(f"{name} {n}" for name, n in zip(names, counts, strict=True))
+
+
+def label_kwargs(names: list[str]) -> dict[str, Any]:
+    """What from_pretrained needs for a head over `names` (saved in the model config, so predictions read as names)."""
+    return {"id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
 
 
 def _trainer(model: Any, tokenizer: Any, extra: ExtraMetrics, **kwargs: Any) -> Trainer:
@@ -78,12 +87,11 @@ def _trainer(model: Any, tokenizer: Any, extra: ExtraMetrics, **kwargs: Any) -> 
     )
 
 
-def run(job: Job) -> dict[str, Any]:
-    recipe = job.recipe
+def run(env: RunEnv) -> TaskResult:
+    recipe = env.recipe
     section = recipe.classification
-    tokenizer = job.tokenizer()
-    prepared, names = encode_splits(job, tokenizer)
-    test = test_examples(job, tokenizer, names)
+    tokenizer = env.tokenizer()
+    prepared, names = prepare_labelled(env, tokenizer)
     extra = ExtraMetrics(recipe.evaluation.extra_metrics)
 
     train, class_weights = prepared.train, None
@@ -98,38 +106,19 @@ def run(job: Job) -> dict[str, Any]:
         class_weights = compute_class_weight("balanced", classes=np.arange(len(names)), y=labels).tolist()
         say("class weights: " + ", ".join(f"{n} {w:.3g}" for n, w in zip(names, class_weights, strict=True)))
 
-    args = job.training_args(evaluate=bool(prepared.held_out))
-    job.plan_steps(len(train), args)
-    model = job.model(tokenizer, id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
+    args = training_args(env, evaluate=bool(prepared.held_out))
+    built = build_model(env, tokenizer, total_steps=total_steps(len(train), args), **label_kwargs(names))
     trainer = _trainer(
-        model,
+        built.model,
         tokenizer,
         extra,
         args=args,
         train_dataset=train,
         eval_dataset=prepared.held_out or None,
         compute_loss_func=batch_loss(class_weights, args.label_smoothing_factor),
-        callbacks=job.callbacks,
     )
-    metrics = train_and_score(job, trainer, test, HEADLINE)
-    job.save(trainer.model, tokenizer)
-    return metrics
-
-
-def test_examples(
-    job: Job, tokenizer: Any, names: list[str], encode: Encode | None = None
-) -> list[dict[str, Any]] | None:
-    """The data.test examples, scored once after training; None if the recipe has no test split."""
-    data = job.recipe.data
-    if data.test is None:
-        return None
-    rows = load_source(data.test, data)
-    check_known(rows, names, UNSEEN)
-    encode = encode or encoder(job.recipe, tokenizer).examples
-    examples, _, stats = encode(rows, {n: i for i, n in enumerate(names)})
-    say(f"test: {stats.summary(rows.name)}")
-    job.fingerprints["test"] = rows.describe()
-    return examples
+    metrics = fit(trainer, env, built, test=prepared.test, headline_keys=HEADLINE)
+    return TaskResult(metrics, built, tokenizer, data=prepared.sources)
 
 
 # ---------------------------------------------------------------- llmkit eval / llmkit predict
@@ -140,14 +129,14 @@ def trained_labels(trained: Trained) -> list[str]:
     return [id2label[i] for i in range(len(id2label))]
 
 
-def evaluate(job: Job, trained: Trained, rows: Rows, prefix: str) -> dict[str, float]:
+def evaluate(env: RunEnv, trained: Trained, rows: Rows, prefix: str) -> dict[str, float]:
     """The task's metrics on `rows` for a trained model (`llmkit eval`)."""
     names = trained_labels(trained)
     check_known(rows, names, "is not one the checkpoint was trained on")
-    examples, _, stats = encoder(job.recipe, trained.tokenizer).examples(rows, {n: i for i, n in enumerate(names)})
+    examples, _, stats = encoder(env.recipe, trained.tokenizer).examples(rows, {n: i for i, n in enumerate(names)})
     say(f"{prefix}: {stats.summary(rows.name)}")
-    extra = ExtraMetrics(job.recipe.evaluation.extra_metrics)
-    args = job.training_args()
+    extra = ExtraMetrics(env.recipe.evaluation.extra_metrics)
+    args = training_args(env)
     trainer = _trainer(trained.model, trained.tokenizer, extra, args=args, compute_loss_func=batch_loss())
     return evaluate_split(trainer, examples, prefix)
 

@@ -1,5 +1,6 @@
-"""`task: distill`: a student learns from a frozen teacher's soft targets (causal LMs on SFT data, classifiers on
-classification data), or — with data.format rationale — from rationales the teacher wrote with `llmkit rationales`.
+"""`task: distill`: a student learns from a frozen teacher's soft targets (causal LMs on SFT data here, classifiers on
+classification data in `distill_classifier`), or — with data.format rationale — from rationales the teacher wrote
+with `llmkit rationales` (`distill_rationale`).
 
 Soft-target distillation reuses the student task's own data path (SFT examples, ...) and adds the teacher's logits,
 live or from the cache; the loss is `llmkit.distill.loss`.
@@ -12,62 +13,49 @@ from typing import Any
 from transformers import PreTrainedTokenizerBase
 
 from llmkit.data.collate import Collator
+from llmkit.data.prepared import Prepared
 from llmkit.distill import cache
 from llmkit.distill.teacher import check_same_vocabulary, load_teacher, resolve_teacher, teacher_tokenizer
 from llmkit.distill.trainer import LossTrainer, SoftTargets, TeacherCollator
-from llmkit.job import Job, Prepared
-from llmkit.tasks import classification, sft
-from llmkit.tasks.sections import DistillSection
+from llmkit.fit import fit
+from llmkit.recipe.distill import DistillSection, distill_kind
+from llmkit.run import RunEnv, TaskResult, build_model, total_steps, training_args
+from llmkit.tasks import distill_classifier, distill_rationale, sft
 
 
-def _section(job: Job) -> DistillSection:
-    return job.recipe.distill or DistillSection()
+def _section(env: RunEnv) -> DistillSection:
+    return env.recipe.distill or DistillSection()
 
 
-def student_head(job: Job) -> str:
-    """The student's head follows its data: a classifier, or a text generator (T5 generates with its decoder)."""
-    kind = _section(job).kind(job.recipe.data.format)
-    if kind == "classification":
-        return "seq_cls"
-    return "seq2seq_lm" if job.base.family == "t5" else "causal_lm"
-
-
-def prepare(job: Job, tokenizer: PreTrainedTokenizerBase) -> Prepared:
-    """The student's examples, as its own task builds them (used by `run` and `llmkit inspect-data`)."""
-    kind = _section(job).kind(job.recipe.data.format)
+def prepare(env: RunEnv, tokenizer: PreTrainedTokenizerBase) -> Prepared:
+    """The student's examples, as its own task builds them."""
+    kind = distill_kind(env.recipe.data.format)
     if kind == "rationale":
-        from llmkit.distill import rationale
-
-        return rationale.prepare(job, tokenizer, student_head(job))
+        return distill_rationale.prepare(env, tokenizer)
     if kind == "classification":
-        return classification.prepare(job, tokenizer)
-    return sft.prepare(job, tokenizer)
+        return distill_classifier.prepare(env, tokenizer)
+    return sft.prepare(env, tokenizer)
 
 
-def run(job: Job) -> dict[str, Any]:
-    section = _section(job)
-    if section.kind(job.recipe.data.format) == "rationale":
-        from llmkit.distill import rationale
-
-        return rationale.run(job, student_head(job))
-    if section.kind(job.recipe.data.format) == "classification":
-        from llmkit.distill import classifier
-
-        return classifier.run(job)
-    head = student_head(job)
+def run(env: RunEnv) -> TaskResult:
+    kind = distill_kind(env.recipe.data.format)
+    if kind == "rationale":
+        return distill_rationale.run(env)
+    if kind == "classification":
+        return distill_classifier.run(env)
+    section = _section(env)
+    head = env.head
     causal = head == "causal_lm"
-    tokenizer = job.tokenizer()
-    prepared = prepare(job, tokenizer)
-    job.fingerprints = prepared.fingerprints
-    ref = resolve_teacher(section.teacher, job.recipe.model.dtype)
+    tokenizer = env.tokenizer()
+    prepared = prepare(env, tokenizer)
+    ref = resolve_teacher(section.teacher, env.recipe.model.dtype)
     if causal:
         check_same_vocabulary(tokenizer, teacher_tokenizer(ref), section.teacher)
-    job.fingerprints["teacher"] = section.teacher
 
     collate = Collator(tokenizer.pad_token_id)
     teacher = None
     if section.cache_teacher_logits:
-        batch_size = job.recipe.training.per_device_eval_batch_size or 8
+        batch_size = env.recipe.training.per_device_eval_batch_size or 8
 
         def load() -> Any:
             nonlocal teacher
@@ -84,23 +72,22 @@ def run(job: Job) -> dict[str, Any]:
         teacher = load_teacher(ref, head, tokenizer)
     teacher_weights = _fingerprint(teacher)
 
-    args = job.training_args(evaluate=bool(prepared.held_out))
-    job.plan_steps(len(prepared.train), args)
+    args = training_args(env, evaluate=bool(prepared.held_out))
+    built = build_model(env, tokenizer, total_steps=total_steps(len(prepared.train), args))
     trainer = LossTrainer(
-        model=job.model(tokenizer, head=head),
+        model=built.model,
         args=args,
         train_dataset=prepared.train,
         eval_dataset=prepared.held_out or None,
         data_collator=TeacherCollator(collate),
         processing_class=tokenizer,
-        callbacks=job.callbacks,
         loss=SoftTargets(teacher, section.alpha, section.temperature, causal),
     )
-    metrics = job.train(trainer)  # held-out loss, cross-entropy and KL to the teacher, before and after
+    metrics = fit(trainer, env, built)  # held-out loss, cross-entropy and KL to the teacher, before and after
     if teacher is not None and _fingerprint(teacher) != teacher_weights:
         raise RuntimeError("the teacher's weights changed during distillation; this is a bug in llmkit")
-    job.save(trainer.model, tokenizer, head=head, teacher=section.teacher)
-    return metrics
+    data = {**prepared.sources, "teacher": section.teacher}
+    return TaskResult(metrics, built, tokenizer, data=data, meta={"teacher": section.teacher})
 
 
 def _fingerprint(model: Any) -> float | None:

@@ -11,94 +11,79 @@ from typing import Any
 
 from transformers import DataCollatorForSeq2Seq, PreTrainedTokenizerBase, Seq2SeqTrainer, Seq2SeqTrainingArguments
 
-from llmkit.data.load import load_source, load_splits
+from llmkit.console import say
+from llmkit.data.prepared import Prepared, add_test, prepare_splits
 from llmkit.data.seq2seq import Encoder
 from llmkit.data.sources import Rows
+from llmkit.data.tokens import IGNORE_INDEX
+from llmkit.fit import fit
 from llmkit.generation import check_generation, configure, generate
-from llmkit.job import Job, Prepared, prepare_examples, say
-from llmkit.losses import IGNORE, batch_loss
-from llmkit.metrics import ExtraMetrics, compute_rouge, evaluate_split, train_and_score
+from llmkit.losses import batch_loss
+from llmkit.metrics import ExtraMetrics, compute_rouge, evaluate_split
 from llmkit.models import Trained
 from llmkit.recipe import Recipe
+from llmkit.run import RunEnv, TaskResult, build_model, total_steps, training_args
 
 HEADLINE = ("rouge1", "rouge2", "rougeL", "loss")  # printed before and after training
 
 
-def prepare(job: Job, tokenizer: PreTrainedTokenizerBase) -> Prepared:
-    """Rows → {input_ids, labels}; shared by `run` and `llmkit inspect-data`."""
-    data = job.recipe.data
-    train_rows, eval_rows = load_splits(data)
-    return prepare_examples(
-        train_rows,
-        eval_rows,
-        Encoder.for_data(tokenizer, data).examples,
+def prepare(env: RunEnv, tokenizer: PreTrainedTokenizerBase) -> Prepared:
+    """Rows → {input_ids, labels} for the training, held-out and test splits."""
+    data = env.recipe.data
+    encode = Encoder.for_data(tokenizer, data).examples
+    prepared = prepare_splits(
+        data,
+        encode,
         f"(all longer than data.max_length={data.max_length} or data.max_target_length); raise them or set "
         "data.overlong: truncate",
     )
+    add_test(prepared, data, encode)
+    return prepared
 
 
-def _args(job: Job, evaluate: bool = False) -> Seq2SeqTrainingArguments:
-    return job.training_args(Seq2SeqTrainingArguments, evaluate=evaluate, predict_with_generate=True)
+def _args(env: RunEnv, evaluate: bool = False) -> Seq2SeqTrainingArguments:
+    return training_args(env, Seq2SeqTrainingArguments, evaluate=evaluate, predict_with_generate=True)
 
 
-def _trainer(job: Job, model: Any, tokenizer: Any, args: Seq2SeqTrainingArguments, **kwargs: Any) -> Seq2SeqTrainer:
-    configure(model, job.recipe.generation, tokenizer)
+def _trainer(env: RunEnv, model: Any, tokenizer: Any, args: Seq2SeqTrainingArguments, **kwargs: Any) -> Seq2SeqTrainer:
+    configure(model, env.recipe.generation, tokenizer)
     return Seq2SeqTrainer(
         model=model,
         args=args,
         # With `model`, the collator builds decoder_input_ids from the labels, which llmkit's loss needs: the labels
         # go to the loss function, not to the model.
-        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=IGNORE),
+        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=IGNORE_INDEX),
         processing_class=tokenizer,
-        compute_metrics=compute_rouge(tokenizer, ExtraMetrics(job.recipe.evaluation.extra_metrics)),
+        compute_metrics=compute_rouge(tokenizer, ExtraMetrics(env.recipe.evaluation.extra_metrics)),
         compute_loss_func=batch_loss(label_smoothing=args.label_smoothing_factor),
         **kwargs,
     )
 
 
-def run(job: Job) -> dict[str, Any]:
-    recipe = job.recipe
+def run(env: RunEnv) -> TaskResult:
+    recipe = env.recipe
     check_generation(recipe.generation)
     ExtraMetrics(recipe.evaluation.extra_metrics)  # a metric that cannot load fails here, before the model does
-    tokenizer = job.tokenizer()
-    prepared = prepare(job, tokenizer)
-    test = _test_examples(job, tokenizer)
+    tokenizer = env.tokenizer()
+    prepared = prepare(env, tokenizer)
 
-    args = _args(job, evaluate=bool(prepared.held_out))
-    job.plan_steps(len(prepared.train), args)
+    args = _args(env, evaluate=bool(prepared.held_out))
+    built = build_model(env, tokenizer, total_steps=total_steps(len(prepared.train), args))
     trainer = _trainer(
-        job,
-        job.model(tokenizer),
-        tokenizer,
-        args,
-        train_dataset=prepared.train,
-        eval_dataset=prepared.held_out or None,
-        callbacks=job.callbacks,
+        env, built.model, tokenizer, args, train_dataset=prepared.train, eval_dataset=prepared.held_out or None
     )
-    metrics = train_and_score(job, trainer, test, HEADLINE)
-    job.save(trainer.model, tokenizer)
-    return metrics
-
-
-def _test_examples(job: Job, tokenizer: Any) -> list[dict[str, Any]] | None:
-    data = job.recipe.data
-    if data.test is None:
-        return None
-    rows = load_source(data.test, data)
-    examples, _, stats = Encoder.for_data(tokenizer, data).examples(rows)
-    say(f"test: {stats.summary(rows.name)}")
-    job.fingerprints["test"] = rows.describe()
-    return examples
+    metrics = fit(trainer, env, built, test=prepared.test, headline_keys=HEADLINE)
+    return TaskResult(metrics, built, tokenizer, data=prepared.sources)
 
 
 # ---------------------------------------------------------------- llmkit eval / llmkit predict
 
 
-def evaluate(job: Job, trained: Trained, rows: Rows, prefix: str) -> dict[str, float]:
+def evaluate(env: RunEnv, trained: Trained, rows: Rows, prefix: str) -> dict[str, float]:
     """ROUGE of the trained model's generations, and its loss, on `rows` (`llmkit eval`)."""
-    examples, _, stats = Encoder.for_data(trained.tokenizer, job.recipe.data).examples(rows)
+    examples, _, stats = Encoder.for_data(trained.tokenizer, env.recipe.data).examples(rows)
     say(f"{prefix}: {stats.summary(rows.name)}")
-    return evaluate_split(_trainer(job, trained.model, trained.tokenizer, _args(job)), examples, prefix)
+    return evaluate_split(_trainer(env, trained.model, trained.tokenizer, _args(env)), examples, prefix)
 
 
 def predict(recipe: Recipe, trained: Trained, rows: list[dict[str, Any]], origins: list[str]) -> list[dict[str, Any]]:

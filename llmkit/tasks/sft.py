@@ -1,9 +1,8 @@
 """Supervised fine-tuning of a decoder: prompt tokens masked, response and EOS trained.
 
-Runs on transformers' `Trainer` with llmkit's own tokenisation and collator rather than TRL's `SFTTrainer`:
-on the same model, data and batch, SFTTrainer ran at 0.40× the speed of a bare loop (it computes entropy and token
-accuracy over the full vocabulary every step), `Trainer` near parity (see bench/README.md), and the label mask is
-built — and tested — here either way.
+Runs on transformers' `Trainer` with llmkit's own tokenisation and collator rather than TRL's `SFTTrainer`, which
+computes entropy and token accuracy over the full vocabulary every step (bench/README.md has the measured cost); the
+label mask is built — and tested — here either way.
 """
 
 from __future__ import annotations
@@ -13,81 +12,83 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase, Trainer
 
+from llmkit.console import say
 from llmkit.data.collate import Collator, pack
-from llmkit.data.load import load_splits
+from llmkit.data.prepared import Prepared, prepare_splits
 from llmkit.data.sft import build_examples, prompt_ids
 from llmkit.data.sources import Rows
+from llmkit.data.tokens import LengthPolicy
+from llmkit.fit import fit
 from llmkit.generation import configure, generate
-from llmkit.job import Job, Prepared, prepare_examples, say
 from llmkit.metrics import evaluate_split
 from llmkit.models import Trained, stop_token_ids
 from llmkit.recipe import Recipe
+from llmkit.run import RunEnv, TaskResult, build_model, total_steps, training_args
 
 
-def _options(job: Job, tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
-    data = job.recipe.data
+def text_options(env: RunEnv, tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
+    """How the recipe's rows become examples (format, template, system prompt, lengths, stop tokens)."""
+    data = env.recipe.data
     return dict(
         fmt=data.format,
         tokenizer=tokenizer,
         template=data.template,
         system_prompt=data.system_prompt,
-        max_length=data.max_length,
-        overlong=data.overlong,
-        stop_ids=stop_token_ids(job.base, tokenizer),
+        policy=LengthPolicy.of(data),
+        stop_ids=stop_token_ids(env.base, tokenizer),
     )
 
 
-def prepare(job: Job, tokenizer: PreTrainedTokenizerBase) -> Prepared:
-    """Rows → tokenised examples with prompt tokens masked; shared by `run` and `llmkit inspect-data`."""
-    data = job.recipe.data
-    train_rows, eval_rows = load_splits(data)
-    options = _options(job, tokenizer)
-    return prepare_examples(
-        train_rows,
-        eval_rows,
-        lambda rows: build_examples(rows.rows, rows.where, **options),
+def encoder(env: RunEnv, tokenizer: PreTrainedTokenizerBase) -> Any:
+    options = text_options(env, tokenizer)
+    return lambda rows: build_examples(rows.rows, rows.where, **options)
+
+
+def prepare(env: RunEnv, tokenizer: PreTrainedTokenizerBase) -> Prepared:
+    """Rows → tokenised examples with prompt tokens masked."""
+    data = env.recipe.data
+    return prepare_splits(
+        data,
+        encoder(env, tokenizer),
         f"after tokenising (all longer than data.max_length={data.max_length} or without a trainable token); "
         "raise max_length or set data.overlong: truncate",
     )
 
 
-def run(job: Job) -> dict[str, Any]:
-    data = job.recipe.data
-    tokenizer = job.tokenizer()
-    prepared = prepare(job, tokenizer)
-    job.fingerprints = prepared.fingerprints
+def run(env: RunEnv) -> TaskResult:
+    data = env.recipe.data
+    tokenizer = env.tokenizer()
+    prepared = prepare(env, tokenizer)
     train, held_out = prepared.train, prepared.held_out
     if data.packing:
         train = pack(train, data.max_length)
         held_out = pack(held_out, data.max_length) if held_out else held_out
         say(f"packed into {len(train)} rows of up to {data.max_length} tokens")
 
-    args = job.training_args(evaluate=bool(held_out))
-    job.plan_steps(len(train), args)
+    args = training_args(env, evaluate=bool(held_out))
+    built = build_model(env, tokenizer, total_steps=total_steps(len(train), args))
     trainer = Trainer(
-        model=job.model(tokenizer),
+        model=built.model,
         args=args,
         train_dataset=train,
         eval_dataset=held_out or None,
         data_collator=Collator(tokenizer.pad_token_id),
         processing_class=tokenizer,
-        callbacks=job.callbacks,
     )
-    metrics = job.train(trainer)
-    job.save(trainer.model, tokenizer)
-    return metrics
+    metrics = fit(trainer, env, built)
+    return TaskResult(metrics, built, tokenizer, data=prepared.sources)
 
 
 # ---------------------------------------------------------------- llmkit eval / llmkit predict / llmkit generate
 
 
-def evaluate(job: Job, trained: Trained, rows: Rows, prefix: str) -> dict[str, float]:
+def evaluate(env: RunEnv, trained: Trained, rows: Rows, prefix: str) -> dict[str, float]:
     """Loss (response tokens only, as in training) and perplexity on `rows` (`llmkit eval`)."""
-    examples, _, stats = build_examples(rows.rows, rows.where, **_options(job, trained.tokenizer))
+    examples, _, stats = build_examples(rows.rows, rows.where, **text_options(env, trained.tokenizer))
     say(f"{prefix}: {stats.summary(rows.name)}")
     trainer = Trainer(
         model=trained.model,
-        args=job.training_args(),
+        args=training_args(env),
         data_collator=Collator(trained.tokenizer.pad_token_id),
         processing_class=trained.tokenizer,
     )

@@ -1,4 +1,4 @@
-"""Preference tuning on TRL's trainers: `task: dpo` (DPOTrainer), and `orpo` / `kto` through the same runner.
+"""Preference tuning on TRL's trainers: `task: dpo` (DPOTrainer), `orpo` (ORPOTrainer) and `kto` (KTOTrainer).
 
 What llmkit adds to TRL: the pairs (`llmkit.data.preference`), the reference model, and a held-out preference
 accuracy before and after. The reference is built here because trl 1.16, given a model object and no `ref_model`,
@@ -17,10 +17,11 @@ from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
 from llmkit import models
-from llmkit.data.load import load_splits
+from llmkit.console import say
 from llmkit.data.preference import build_pairs, tokenize_pair
-from llmkit.errors import DataError
-from llmkit.job import Job, Prepared, say
+from llmkit.data.prepared import Prepared, prepare_splits
+from llmkit.fit import fit
+from llmkit.run import RunEnv, TaskResult, build_model, total_steps, training_args
 
 REWARD_KEYS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
 
@@ -40,31 +41,23 @@ def _trl(task: str) -> tuple[type, type]:
     return DPOConfig, DPOTrainer
 
 
-def prepare(job: Job, tokenizer: PreTrainedTokenizerBase) -> Prepared:
-    """Rows → pairs in TRL's layout, checked and length-filtered; shared by `run` and `llmkit inspect-data`."""
-    train_rows, eval_rows = load_splits(job.recipe.data)
-    train, train_where, stats = build_pairs(train_rows, job.recipe.data, tokenizer)
-    say(f"train: {stats.summary(train_rows.name)}")
-    if not train:
-        raise DataError(
-            f"no preference pairs are left (all identical or longer than data.max_length={job.recipe.data.max_length})",
-            train_rows.name,
-        )
-    prepared = Prepared(train, train_where, fingerprints={"train": train_rows.describe()})
-    if eval_rows is not None:
-        prepared.held_out, prepared.held_out_where, stats = build_pairs(eval_rows, job.recipe.data, tokenizer)
-        prepared.fingerprints["validation"] = eval_rows.describe()
-        say(f"held-out: {stats.summary(eval_rows.name)}")
-    return prepared
+def prepare(env: RunEnv, tokenizer: PreTrainedTokenizerBase) -> Prepared:
+    """Rows → pairs in TRL's layout, checked and length-filtered."""
+    data = env.recipe.data
+    return prepare_splits(
+        data,
+        lambda rows: build_pairs(rows, data, tokenizer),
+        f"(all identical or longer than data.max_length={data.max_length})",
+        unit="preference pairs",
+    )
 
 
-def run(job: Job) -> dict[str, Any]:
-    task, data = job.recipe.task, job.recipe.data
+def run(env: RunEnv) -> TaskResult:
+    task, data = env.recipe.task, env.recipe.data
     config_class, trainer_class = _trl(task)
     datasets.disable_progress_bars()  # TRL maps the data in several passes; llmkit's own lines say what came of it
-    tokenizer = job.tokenizer()
-    prepared = prepare(job, tokenizer)
-    job.fingerprints = prepared.fingerprints
+    tokenizer = env.tokenizer()
+    prepared = prepare(env, tokenizer)
     train, held_out = Dataset.from_list(prepared.train), prepared.held_out or None
     evaluation = Dataset.from_list(held_out) if held_out else None
     if task == "kto":  # KTO learns from answers marked good or bad: each pair gives one of each
@@ -73,21 +66,20 @@ def run(job: Job) -> dict[str, Any]:
         train = unpair_preference_dataset(train)
         evaluation = unpair_preference_dataset(evaluation) if evaluation is not None else None
 
-    section = getattr(job.recipe, task)
-    options = {**trl_defaults(job), **(section.kwargs() if section else {}), "max_length": data.max_length}
-    args = job.training_args(config_class, evaluate=bool(held_out), **options)
-    job.plan_steps(len(train), args)
-    model = job.model(tokenizer)
+    section = getattr(env.recipe, task)
+    options = {**trl_defaults(env), **(section.kwargs() if section else {}), "max_length": data.max_length}
+    args = training_args(env, config_class, evaluate=bool(held_out), **options)
+    built = build_model(env, tokenizer, total_steps=total_steps(len(train), args))
+    model = built.model
     kwargs: dict[str, Any] = {}
     if task != "orpo":  # ORPO has no reference model
-        kwargs["ref_model"] = None if _is_peft(model) else frozen_reference(job, tokenizer)
+        kwargs["ref_model"] = None if _is_peft(model) else frozen_reference(env, tokenizer)
     trainer = trainer_class(
         model=model,
         args=args,
         train_dataset=train,
         eval_dataset=evaluation,
         processing_class=tokenizer,
-        callbacks=job.callbacks,
         **kwargs,
     )
     if task != "orpo":
@@ -98,7 +90,7 @@ def run(job: Job) -> dict[str, Any]:
     if held_out:
         metrics["preference_accuracy_before"] = preference_accuracy(model, held_out, tokenizer, data.max_length)
         say(f"held-out preference accuracy before training: {metrics['preference_accuracy_before']:.3f}")
-    metrics.update(job.train(trainer))  # with TRL's held-out rewards before and after
+    metrics.update(fit(trainer, env, built))  # with TRL's held-out rewards before and after
     metrics.update(_last_train_rewards(trainer.state.log_history))
     if held_out:
         metrics["preference_accuracy"] = preference_accuracy(model, held_out, tokenizer, data.max_length)
@@ -110,26 +102,25 @@ def run(job: Job) -> dict[str, Any]:
         )
     if _is_peft(model) and "ref" in model.peft_config:
         model.delete_adapter("ref")  # TRL's frozen copy of the initial adapter is not part of the result
-    job.save(model, tokenizer)
-    return metrics
+    return TaskResult(metrics, built, tokenizer, data=prepared.sources)
 
 
-def trl_defaults(job: Job) -> dict[str, Any]:
+def trl_defaults(env: RunEnv) -> dict[str, Any]:
     """TRL's configs turn on activation checkpointing and bf16 by default; llmkit keeps TrainingArguments' defaults
     for every task, so a `training:` block means the same for sft and dpo (and bf16 autocast is slow on CPUs)."""
-    set_keys = set(job.recipe.training.kwargs())
+    set_keys = set(env.recipe.training.kwargs())
     defaults: dict[str, Any] = {"bf16": False}
     if not {"gradient_checkpointing", "activation_checkpointing"} & set_keys:
         defaults["activation_checkpointing"] = False
-    if job.recipe.task == "orpo":  # its batches have no `input_ids`, so the Trainer cannot count tokens
+    if env.recipe.task == "orpo":  # its batches have no `input_ids`, so the Trainer cannot count tokens
         defaults["include_num_input_tokens_seen"] = "no"
     return defaults
 
 
-def frozen_reference(job: Job, tokenizer: PreTrainedTokenizerBase) -> Any:
+def frozen_reference(env: RunEnv, tokenizer: PreTrainedTokenizerBase) -> Any:
     """A second copy of the base model, frozen: the reference for full fine-tuning (and methods without an adapter
     to switch off)."""
-    reference = models.load_model(job.base, job.head, tokenizer)
+    reference = models.load_model(env.base, env.head, tokenizer)
     reference.requires_grad_(False)
     return reference.eval()
 

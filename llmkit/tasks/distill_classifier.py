@@ -9,63 +9,64 @@ are matched to it by label name.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from transformers import AutoConfig, DataCollatorWithPadding, PreTrainedTokenizerBase
 
+from llmkit.console import say
+from llmkit.data.prepared import Prepared
 from llmkit.data.sources import Rows
 from llmkit.distill import cache
 from llmkit.distill.teacher import TeacherRef, load_teacher, resolve_teacher, teacher_tokenizer
 from llmkit.distill.trainer import LossTrainer, SoftTargets, TeacherCollator
 from llmkit.errors import RecipeError
-from llmkit.job import Job, say
-from llmkit.metrics import ExtraMetrics, compute_classification, train_and_score
+from llmkit.fit import fit
+from llmkit.metrics import ExtraMetrics, compute_classification
+from llmkit.run import RunEnv, TaskResult, build_model, total_steps, training_args
 from llmkit.tasks import classification
-from llmkit.tasks.classification import HEADLINE, encode_splits, test_examples
+from llmkit.tasks.classification import HEADLINE, label_kwargs, prepare_labelled
 
 TEACHER_INPUTS = "teacher_inputs"
 
 
-def run(job: Job) -> dict[str, Any]:
-    section = job.recipe.distill
-    tokenizer = job.tokenizer()
-    ref = resolve_teacher(section.teacher, job.recipe.model.dtype)
-    teacher_tok = teacher_tokenizer(ref)
-    encode = _paired_encoder(job, tokenizer, teacher_tok)
-    prepared, names = encode_splits(job, tokenizer, encode)
-    job.fingerprints.update(prepared.fingerprints, teacher=section.teacher)
-    test = test_examples(job, tokenizer, names, encode)
-    splits = [prepared.train, prepared.held_out or [], test or []]
-    _attach_teacher_logits(job, ref, teacher_tok, names, splits)
+def prepare(env: RunEnv, tokenizer: PreTrainedTokenizerBase) -> Prepared:
+    """The student's examples, as task classification builds them."""
+    return prepare_labelled(env, tokenizer)[0]
 
-    args = job.training_args(evaluate=bool(prepared.held_out))
-    job.plan_steps(len(prepared.train), args)
-    model = job.model(
-        tokenizer, head="seq_cls", id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)}
-    )
+
+def run(env: RunEnv) -> TaskResult:
+    section = env.recipe.distill
+    tokenizer = env.tokenizer()
+    ref = resolve_teacher(section.teacher, env.recipe.model.dtype)
+    teacher_tok = teacher_tokenizer(ref)
+    prepared, names = prepare_labelled(env, tokenizer, _paired_encoder(env, tokenizer, teacher_tok))
+    splits = [prepared.train, prepared.held_out or [], prepared.test or []]
+    _attach_teacher_logits(env, ref, teacher_tok, names, splits)
+
+    args = training_args(env, evaluate=bool(prepared.held_out))
+    steps = total_steps(len(prepared.train), args)
+    built = build_model(env, tokenizer, total_steps=steps, head="seq_cls", **label_kwargs(names))
     trainer = LossTrainer(
-        model=model,
+        model=built.model,
         args=args,
         train_dataset=prepared.train,
         eval_dataset=prepared.held_out or None,
         data_collator=TeacherCollator(DataCollatorWithPadding(tokenizer)),
         processing_class=tokenizer,
-        compute_metrics=compute_classification(ExtraMetrics(job.recipe.evaluation.extra_metrics)),
-        callbacks=job.callbacks,
+        compute_metrics=compute_classification(ExtraMetrics(env.recipe.evaluation.extra_metrics)),
         loss=SoftTargets(None, section.alpha, section.temperature, causal=False),
     )
-    metrics = train_and_score(job, trainer, test, HEADLINE)
-    job.save(trainer.model, tokenizer, head="seq_cls", teacher=section.teacher)
-    return metrics
+    metrics = fit(trainer, env, built, test=prepared.test, headline_keys=HEADLINE)
+    data = {**prepared.sources, "teacher": section.teacher}
+    return TaskResult(metrics, built, tokenizer, data=data, meta={"teacher": section.teacher})
 
 
-def _paired_encoder(job: Job, student: PreTrainedTokenizerBase, teacher: PreTrainedTokenizerBase) -> Any:
+def _paired_encoder(env: RunEnv, student: PreTrainedTokenizerBase, teacher: PreTrainedTokenizerBase) -> Any:
     """Encode rows for the student as the classification task does, and each kept row for the teacher too (never
     dropped: the teacher reads a truncated row where the student's limit drops nothing)."""
-    own = classification.encoder(job.recipe, student)
-    theirs = classification.encoder(job.recipe, teacher, overlong="truncate")
+    own = classification.encoder(env.recipe, student)
+    theirs = classification.encoder(env.recipe, teacher, overlong="truncate")
 
     def encode(rows: Rows, label_ids: Mapping[str, int]) -> tuple[list[dict[str, Any]], list[str], Any]:
         examples, where, stats = own.examples(rows, label_ids)
@@ -79,10 +80,10 @@ def _paired_encoder(job: Job, student: PreTrainedTokenizerBase, teacher: PreTrai
 
 
 def _attach_teacher_logits(
-    job: Job, ref: TeacherRef, tokenizer: PreTrainedTokenizerBase, names: list[str], splits: list[list[dict]]
+    env: RunEnv, ref: TeacherRef, tokenizer: PreTrainedTokenizerBase, names: list[str], splits: list[list[dict]]
 ) -> None:
     """Score every example with the teacher once; put its logits, in the student's label order, on the example."""
-    section = job.recipe.distill
+    section = env.recipe.distill
     teacher = None
 
     def load() -> Any:
@@ -91,7 +92,7 @@ def _attach_teacher_logits(
         return teacher
 
     order = _label_order(_teacher_labels(ref), names, section.teacher)
-    batch_size = job.recipe.training.per_device_eval_batch_size or 8
+    batch_size = env.recipe.training.per_device_eval_batch_size or 8
     for examples in splits:
         if not examples:
             continue
@@ -108,7 +109,7 @@ def _attach_teacher_logits(
 def _teacher_labels(ref: TeacherRef) -> list[str]:
     """The teacher's label names in logit order, read without loading its weights."""
     if ref.run_dir is not None:
-        id2label = json.loads((ref.run_dir / "llmkit.json").read_text()).get("head_kwargs", {}).get("id2label")
+        id2label = ref.info.get("head_kwargs", {}).get("id2label")
         if id2label:
             return [str(id2label[str(i)]) for i in range(len(id2label))]
     config = AutoConfig.from_pretrained(ref.run_dir or ref.base.path)

@@ -1,7 +1,7 @@
-"""Data formats: which fields a row must have, and which tasks can use it. Torch-free, so `validate` can check them.
+"""Data formats: which fields a row must have, and how each row is checked. Torch-free, so `validate` can check them.
 
-A format names the *layout of a row*; how that row becomes tokens is the job of the task's data module
-(`llmkit.data.sft` for text generation).
+A format names the *layout of a row*; which tasks read it is the task's declaration (`llmkit.recipe.tasks`), and how
+a row becomes tokens is the job of the data modules (`llmkit.data.sft` for text generation).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from typing import Any
 class Format:
     required: tuple[str, ...]
     optional: tuple[str, ...]
-    tasks: tuple[str, ...]
     doc: str
     check_row: Callable[[Mapping[str, Any]], str | None]
     # `llmkit predict` rows carry only the inputs (no output, label or target); None: check them like training rows
@@ -129,13 +128,10 @@ def _check_preference(row: Mapping[str, Any]) -> str | None:
     return None
 
 
-PREFERENCE_TASKS = ("dpo", "orpo", "kto")
-
 FORMATS: dict[str, Format] = {
     "alpaca": Format(
         required=("instruction", "output"),
         optional=("input",),
-        tasks=("sft", "distill"),
         doc="instruction / optional input / output; the prompt is masked, the output and EOS are trained",
         check_row=_strings("instruction", "output", optional=("input",)),
         check_input=_strings("instruction", optional=("input",)),
@@ -143,7 +139,6 @@ FORMATS: dict[str, Format] = {
     "chat": Format(
         required=("messages",),
         optional=(),
-        tasks=("sft", "distill"),
         doc="a list of {role, content} messages rendered with the tokenizer's chat template; assistant turns train",
         check_row=_check_chat,
         check_input=_check_chat_prompt,
@@ -151,14 +146,12 @@ FORMATS: dict[str, Format] = {
     "text": Format(
         required=("text",),
         optional=(),
-        tasks=("sft", "distill"),
         doc="plain text for continued pre-training; every token trains",
         check_row=_strings("text"),
     ),
     "classification": Format(
         required=("text", "label"),
         optional=(),
-        tasks=("classification", "distill"),
         doc="a text and its label (a name or an integer); names are mapped to ids and saved in the model config",
         check_row=_with_label("text"),
         check_input=_strings("text"),
@@ -166,7 +159,6 @@ FORMATS: dict[str, Format] = {
     "sentence-pair": Format(
         required=("text", "text_pair", "label"),
         optional=(),
-        tasks=("classification", "distill"),
         doc="two texts and a label (entailment, paraphrase, answer quality); encoders join them with [SEP]",
         check_row=_with_label("text", "text_pair"),
         check_input=_strings("text", "text_pair"),
@@ -174,7 +166,6 @@ FORMATS: dict[str, Format] = {
     "seq2seq": Format(
         required=("source", "target"),
         optional=(),
-        tasks=("seq2seq",),
         doc="a source text and the target text to generate from it (summary, translation)",
         check_row=_strings("source", "target"),
         check_input=_strings("source"),
@@ -182,26 +173,24 @@ FORMATS: dict[str, Format] = {
     "preference": Format(
         required=("chosen", "rejected"),
         optional=("prompt",),
-        tasks=PREFERENCE_TASKS,
         doc="prompt / chosen / rejected as text, or as chat messages (TRL's layout); the model learns to prefer chosen",
         check_row=_check_preference,
     ),
     "alpaca_preference": Format(
         required=("instruction", "chosen", "rejected"),
         optional=("input",),
-        tasks=PREFERENCE_TASKS,
         doc="instruction / optional input / chosen / rejected; the prompt is built as for alpaca",
         check_row=_strings("instruction", "chosen", "rejected", optional=("input",)),
     ),
     "rationale": Format(
         required=("input", "label", "rationale"),
         optional=(),
-        tasks=("distill",),
         doc="input / label / rationale, as `llmkit rationales` writes them; the student learns both label and why",
         check_row=_strings("input", "label", "rationale"),
     ),
 }
 
-
-def formats_for_task(task: str) -> list[str]:
-    return [name for name, fmt in FORMATS.items() if task in fmt.tasks]
+# Formats by what a row holds: text to generate, a labelled text, a preference pair (data.identical_pairs applies).
+TEXT_FORMATS = ("alpaca", "chat", "text")
+LABEL_FORMATS = ("classification", "sentence-pair")
+PAIR_FORMATS = ("preference", "alpaca_preference")

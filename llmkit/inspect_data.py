@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
-from llmkit import models
+from llmkit import models, tasks
+from llmkit.data.tokens import IGNORE_INDEX
 from llmkit.errors import LlmkitError
-from llmkit.job import Job
 from llmkit.outputs import RunDir
 from llmkit.recipe import Recipe
-from llmkit.tasks import TASKS
+from llmkit.run import RunEnv
 
 TRAINED_OPEN, TRAINED_CLOSE = "⟦", "⟧"
 
 
 def show_example(recipe: Recipe, index: int = 0, split: str = "train", tokens: bool = False) -> str:
     base = models.resolve_base(recipe.model, recipe.model_ref())
-    job = Job(recipe=recipe, run=RunDir.for_output(recipe.output_dir), base=base)
-    tokenizer = job.tokenizer()
-    task = importlib.import_module(f"llmkit.tasks.{recipe.task}")
-    prepared = task.prepare(job, tokenizer)
+    env = RunEnv(recipe=recipe, run=RunDir.for_output(recipe.output_dir), base=base)
+    tokenizer = env.tokenizer()
+    prepared = tasks.get(recipe.task).prepare(env, tokenizer)
     examples, where = (
         (prepared.train, prepared.train_where)
         if split == "train"
@@ -29,7 +27,7 @@ def show_example(recipe: Recipe, index: int = 0, split: str = "train", tokens: b
     if not 0 <= index < len(examples):
         raise LlmkitError(f"--index {index} is out of range: the {split} split has {len(examples)} examples.")
     example = examples[index]
-    head = student_head(job) if (student_head := getattr(task, "student_head", None)) else TASKS[recipe.task].head
+    head = env.head
     if "input_ids" in example:
         return render_example(example, where[index], tokenizer, tokens, head=head)
     if all(isinstance(part, dict) and "input_ids" in part for part in example.values()):  # one example per task
@@ -61,12 +59,12 @@ def render_example(
     labels = example.get("labels")
     lines = [f"source: {where}", f"tokens: {len(ids)}"]
     if head == "seq2seq_lm" and labels is not None:
-        target = [int(t) for t in labels if int(t) != -100]
+        target = [int(t) for t in labels if int(t) != IGNORE_INDEX]
         lines += ["", tokenizer.decode(ids), "", f"target ({len(target)} tokens):", tokenizer.decode(target)]
         return "\n".join(lines)
     if head == "causal_lm" and labels is not None and getattr(labels, "shape", 0) == getattr(ids_in, "shape", 0):
         labels = [int(x) for x in labels]
-        trained = sum(1 for x in labels[1:] if x != -100)
+        trained = sum(1 for x in labels[1:] if x != IGNORE_INDEX)
         lines.append(f"trained tokens: {trained} (marked {TRAINED_OPEN}…{TRAINED_CLOSE}; everything else is -100)")
         lines += ["", _marked_text(ids, labels, tokenizer)]
         if tokens:
@@ -86,8 +84,8 @@ def _marked_text(ids: list[int], labels: list[int], tokenizer: Any) -> str:
     """Decode runs of masked and trained tokens separately and bracket the trained runs."""
     out, start = [], 0
     for i in range(1, len(ids) + 1):
-        if i == len(ids) or (labels[i] != -100) != (labels[start] != -100):
+        if i == len(ids) or (labels[i] != IGNORE_INDEX) != (labels[start] != IGNORE_INDEX):
             text = tokenizer.decode(ids[start:i])
-            out.append(f"{TRAINED_OPEN}{text}{TRAINED_CLOSE}" if labels[start] != -100 else text)
+            out.append(f"{TRAINED_OPEN}{text}{TRAINED_CLOSE}" if labels[start] != IGNORE_INDEX else text)
             start = i
     return "".join(out)

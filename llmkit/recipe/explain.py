@@ -14,8 +14,9 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from llmkit.methods import METHODS
-from llmkit.recipe import TASK_SECTIONS, Recipe, TrainingSection
-from llmkit.tasks import tasks_using
+from llmkit.recipe.schema import TASK_SECTIONS, Recipe
+from llmkit.recipe.tasks import tasks_using
+from llmkit.recipe.training import TrainingSection
 
 HEADER = """# Recipe reference
 

@@ -1,0 +1,35 @@
+"""What llmkit tells the user while it works: one line at a time on stderr, from the main process only."""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from typing import Any
+
+
+def is_main_process() -> bool:
+    """True in a single-process run and in rank 0 of a torchrun / accelerate launch."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def say(message: str) -> None:
+    """A line for the user on stderr; through tqdm so it does not break a progress bar that is being drawn."""
+    if is_main_process():
+        from tqdm.auto import tqdm
+
+        tqdm.write(f"llmkit: {message}", file=sys.stderr)
+
+
+def describe(metrics: dict[str, Any]) -> str:
+    """`loss 0.7883, accuracy 0.9866`: numeric metrics without their split prefix, for one console line."""
+    return ", ".join(f"{k.removeprefix('eval_')} {v:.4f}" for k, v in metrics.items() if isinstance(v, (int, float)))
+
+
+def set_verbosity() -> None:
+    """Keep transformers' own logging to warnings; the progress bar and llmkit's lines say what is happening."""
+    import transformers
+
+    transformers.logging.set_verbosity_warning()
+    # peft calls a transformers method deprecated for v6; the warning is theirs to fix, not the user's.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)

@@ -1,0 +1,24 @@
+"""Optional dependencies (pyproject's extras): what each brings, and the one sentence that installs a missing one.
+
+Not every user needs GGUF files, 4-bit quantisation or hub metrics, so those packages are extras; code that needs one
+asks `missing(...)` first and turns the answer into its own error, naming the recipe key that needs it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+# import name → (extra that installs it, what in llmkit needs it)
+EXTRAS = {
+    "gguf": ("gguf", "a .gguf model (and packaged:smollm2-135m-instruct)"),
+    "bitsandbytes": ("qlora", "qlora"),
+    "evaluate": ("metrics", "evaluation.extra_metrics"),
+}
+
+
+def missing(module: str) -> str | None:
+    """None if `module` is installed; else what needs it and how to install it, as a sentence without a subject."""
+    if importlib.util.find_spec(module) is not None:
+        return None
+    extra, purpose = EXTRAS[module]
+    return f"{purpose} needs the {module} package: pip install 'llmkit[{extra}]'"

@@ -1,0 +1,206 @@
+"""The recipe: one YAML file, validated up front by a strict schema, before any model or dataset loads.
+
+Every problem is reported at once, one sentence each, with the recipe line it came from. This package must not
+import torch: `llmkit validate` runs on a laptop without the training stack loaded.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from llmkit.errors import RecipeError, did_you_mean
+from llmkit.families import ModelRef, family_of, resolve_model
+from llmkit.methods import METHODS, MethodBlock
+from llmkit.recipe import loading, wording
+from llmkit.recipe.distill import DistillSection
+from llmkit.recipe.formats import PAIR_FORMATS
+from llmkit.recipe.sections import (
+    ClassificationSection,
+    DataSection,
+    EvaluationSection,
+    GenerationSection,
+    ModelSection,
+    Section,
+)
+from llmkit.recipe.tasks import TASKS, formats_for_task, tasks_using
+from llmkit.recipe.training import TrainingSection, training_key_problems
+from llmkit.recipe.trl import TRL_SECTIONS, DpoSection, KtoSection, OrpoSection
+
+# Optional sections that only some tasks use; a task lists the ones it uses in TaskSpec.sections.
+TASK_SECTIONS: dict[str, type[Section] | type[Any]] = {
+    "classification": ClassificationSection,
+    "generation": GenerationSection,
+    "evaluation": EvaluationSection,
+    **TRL_SECTIONS,
+    "distill": DistillSection,
+}
+
+
+class Recipe(Section):
+    """A whole fine-tuning run. Build one from YAML with `Recipe.from_yaml`, or directly in Python."""
+
+    task: str = Field("sft", description="what to train: " + ", ".join(TASKS))
+    model: ModelSection
+    data: DataSection
+    method: MethodBlock = Field(default_factory=lambda: METHODS["full"](), description="how to fine-tune")
+    training: TrainingSection = Field(default_factory=TrainingSection)
+    output_dir: str = Field(description="where the run writes its model, metrics and manifest")
+    dpo: DpoSection | None = Field(None, description="task dpo: trl DPOConfig keys (beta, loss_type, ...)")
+    orpo: OrpoSection | None = Field(None, description="task orpo: trl ORPOConfig keys (beta)")
+    kto: KtoSection | None = Field(None, description="task kto: trl KTOConfig keys (beta, desirable_weight, ...)")
+    distill: DistillSection | None = Field(None, description="task distill: teacher, alpha, temperature, ...")
+    classification: ClassificationSection | None = Field(None, description="task classification: labels, balance")
+    generation: GenerationSection | None = Field(None, description="tasks seq2seq and sft: decoding settings")
+    evaluation: EvaluationSection | None = Field(None, description="tasks classification and seq2seq: extra metrics")
+
+    @field_validator(*TASK_SECTIONS)
+    @classmethod
+    def _section_fits_task(cls, value: Any, info: ValidationInfo) -> Any:
+        task = info.data.get("task")
+        users = tasks_using(info.field_name)
+        if value is not None and task in TASKS and task not in users:
+            raise ValueError(f"this section applies to task {' or '.join(users)}, not '{task}'; remove it")
+        return value
+
+    @model_validator(mode="after")
+    def _task_section_defaults(self) -> Recipe:
+        """A task's sections exist even when the recipe leaves them out, so runners read defaults, not None."""
+        for name in TASKS[self.task].sections:
+            if getattr(self, name) is None:
+                setattr(self, name, TASK_SECTIONS[name]())
+        return self
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str) -> str:
+        if value not in TASKS:
+            raise ValueError(f"unknown task '{value}'{did_you_mean(value, TASKS)}; choose one of {', '.join(TASKS)}")
+        return value
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _method_shorthand(cls, value: Any) -> Any:
+        return loading.method_dict(value)
+
+    @model_validator(mode="after")
+    def _task_rules(self) -> Recipe:
+        """The rules between the task and the rest of the recipe, then the task's own (its TaskSpec.check)."""
+        spec = TASKS[self.task]
+        if self.data.format not in spec.formats:
+            raise ValueError(
+                f"data.format '{self.data.format}' does not fit task '{self.task}'; "
+                f"use one of {', '.join(formats_for_task(self.task))}"
+            )
+        if self.data.packing and not spec.packs:
+            raise ValueError(f"data.packing: task {self.task} does not pack examples; remove data.packing")
+        if self.data.identical_pairs != "error" and self.data.format not in PAIR_FORMATS:
+            raise ValueError(
+                "data.identical_pairs applies to preference data only (format preference or alpaca_preference)"
+            )
+        problems = spec.check(self) if spec.check else []
+        if problems:
+            raise ValueError(problems[0])
+        return self
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str], overrides: list[str] | None = None) -> Recipe:
+        """Load, apply dotted `key.path=value` overrides, validate; raises RecipeError listing every problem."""
+        path = Path(path)
+        if path.is_dir():
+            raise RecipeError(f"recipe file '{path}' is a directory; name the .yaml file inside it.")
+        if not path.is_file():
+            raise RecipeError(f"recipe file '{path}' does not exist.")
+        data, lines = loading.load_yaml(path)
+        return cls.from_dict(data, overrides, source=str(path), lines=lines)
+
+    @classmethod
+    def from_dict(
+        cls,
+        data: dict[str, Any],
+        overrides: list[str] | None = None,
+        source: str | None = None,
+        lines: dict[tuple[str, ...], int] | None = None,
+    ) -> Recipe:
+        data = loading.normalise(data)
+        touched = {loading.apply_override(data, item, source) for item in overrides or []}
+        recipe = cls._validate(data, source, lines or {}, touched)
+        problems = recipe.compatibility_problems()
+        if problems:
+            raise RecipeError(problems, source)
+        return recipe
+
+    @classmethod
+    def from_run(cls, run_dir: str | os.PathLike[str]) -> Recipe:
+        """The resolved recipe a finished run saved, read for its settings (prompt template, generation); its data
+        files and base model need not be reachable from here, so they are not checked."""
+        path = Path(run_dir) / "recipe.yaml"
+        if not path.is_file():
+            raise RecipeError(f"'{run_dir}' is not a finished llmkit run (it has no recipe.yaml).")
+        data, lines = loading.load_yaml(path)
+        return cls._validate(loading.normalise(data), str(path), lines, set(), saved_run=True)
+
+    @classmethod
+    def _validate(
+        cls, data: dict[str, Any], source: str | None, lines: dict, touched: set, saved_run: bool = False
+    ) -> Recipe:
+        try:
+            return cls.model_validate(data, context={"saved_run": saved_run})
+        except ValidationError as exc:
+            key_checks = {"training": training_key_problems}
+            key_checks.update({name: section.key_problems for name, section in TRL_SECTIONS.items()})
+            problems = wording.explain(
+                exc,
+                data,
+                root=cls,
+                methods=METHODS,
+                key_checks=key_checks,
+                source=source,
+                lines=lines,
+                touched=touched,
+            )
+            raise RecipeError(problems, source) from None
+
+    # ------------------------------------------------------------------ cross-checks needing the model
+
+    def model_ref(self) -> ModelRef:
+        return resolve_model(self.model.name, self.model.gguf_file, self.model.revision)
+
+    def compatibility_problems(self, ref: ModelRef | None = None) -> list[str]:
+        """Task ↔ family and method ↔ family/task checks. Run at validate time when the family can be read from
+        disk, and again at train time once the model's config is known (e.g. a hub model that was not cached)."""
+        try:
+            ref = ref or self.model_ref()
+        except RecipeError as exc:
+            return exc.problems
+        family = None
+        if ref.model_type is not None:
+            try:
+                family = family_of(ref.model_type)
+            except RecipeError as exc:
+                return exc.problems
+        problems = []
+        spec = TASKS[self.task]
+        if family is not None and family not in spec.families:
+            problems.append(
+                f"task: '{self.task}' cannot run on a {family} model ({ref.model_type}); "
+                f"it needs one of {', '.join(spec.families)}."
+            )
+        problems += self.method.problems(family, self.task, ref.model_type)
+        if spec.check_family:
+            problems += spec.check_family(self, family, ref.model_type)
+        return list(dict.fromkeys(problems))
+
+    def head(self, family: str | None) -> str:
+        """The head the task trains on a model of `family` (`AutoModelFor…`: causal_lm, seq_cls or seq2seq_lm)."""
+        return TASKS[self.task].model_head(self, family)
+
+    def to_yaml(self) -> str:
+        """The resolved recipe, every default filled in; what the run actually used."""
+        return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)

