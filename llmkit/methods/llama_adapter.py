@@ -23,7 +23,14 @@ class LlamaAdapterMethod(MethodConfig):
     families = ("gpt2", "llama")
     model_types = ("gpt2", "llama", "mistral")  # the architectures peft's adaption prompt knows
     tasks = ("sft", "dpo", "distill")
-    excluded: ClassVar[dict[tuple[str, str], str]] = {("*", "classification"): _CLS}
+    excluded: ClassVar[dict[tuple[str, str], str]] = {
+        ("*", "classification"): _CLS,
+        ("*", "reward"): _CLS,
+        (
+            "*",
+            "grpo",
+        ): "peft's adaption prompt bypasses the patched LM head TRL's GRPOTrainer reads log-probabilities from",
+    }
     merge_note = "its gated prompts are extra attention inputs, not a change to any weight"
 
     def upstream_config(self, ctx: MethodContext, num_layers: int | None = None) -> Any:

@@ -13,7 +13,7 @@ from llmkit.methods.base import MethodConfig
 from llmkit.recipe.distill import family_student_task
 from llmkit.recipe.tasks import TASKS, head_task
 
-TASK_NAMES = ("sft", "classification", "seq2seq", "dpo", "distill")
+TASK_NAMES = ("sft", "classification", "seq2seq", "dpo", "reward", "grpo", "distill")
 
 
 def supported(method: type[MethodConfig], family: str, task: str) -> bool:

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from llmkit.recipe import distill
-from llmkit.recipe.formats import LABEL_FORMATS, PAIR_FORMATS, TEXT_FORMATS
+from llmkit.recipe import distill, rl
+from llmkit.recipe.formats import LABEL_FORMATS, PAIR_FORMATS, PROMPT_FORMATS, TEXT_FORMATS
 
 if TYPE_CHECKING:
     from llmkit.recipe.schema import Recipe
@@ -80,6 +80,23 @@ TASKS: dict[str, TaskSpec] = {
     ),
     "kto": _preference(
         "kto", "Kahneman-Tversky optimisation on answers marked good or bad (TRL KTOTrainer); pairs are unpaired"
+    ),
+    "reward": TaskSpec(
+        module="reward",
+        families=("bert", "gpt2", "llama"),
+        head="seq_cls",
+        formats=PAIR_FORMATS,
+        doc="a reward model: one score per text, trained so chosen answers outscore rejected ones (TRL RewardTrainer)",
+        sections=("reward",),
+    ),
+    "grpo": TaskSpec(
+        module="grpo",
+        families=GENERATIVE,
+        head="causal_lm",
+        formats=PROMPT_FORMATS,
+        doc="online RL: completions sampled from the model are scored by reward functions (TRL GRPOTrainer)",
+        sections=("grpo", "generation"),  # generation: llmkit predict / generate
+        check=rl.check_grpo,
     ),
     "distill": TaskSpec(
         module="distill",
