@@ -211,6 +211,13 @@ def check_grpo(recipe: Recipe) -> list[str]:
     return problems
 
 
+def check_reward_family(recipe: Recipe, family: str | None, model_type: str | None) -> list[str]:
+    """An encoder reward model reads (prompt, answer) as a text pair; it has no chat template to render."""
+    if family == "bert" and recipe.data.template == "chat":
+        return [f"data.template: chat renders a chat template, which {family} models do not have; use auto or alpaca."]
+    return []
+
+
 def _world_size() -> int:
     """Processes of a launched job (torchrun, accelerate launch); 1 when `llmkit validate` runs on its own."""
     try:

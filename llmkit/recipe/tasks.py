@@ -88,6 +88,7 @@ TASKS: dict[str, TaskSpec] = {
         formats=PAIR_FORMATS,
         doc="a reward model: one score per text, trained so chosen answers outscore rejected ones (TRL RewardTrainer)",
         sections=("reward",),
+        check_family=rl.check_reward_family,
     ),
     "grpo": TaskSpec(
         module="grpo",

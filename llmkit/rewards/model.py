@@ -46,14 +46,16 @@ def score_ids(model: Any, sequences: Sequence[Sequence[int]], pad_id: int, batch
 
 
 def pairwise(model: Any, pairs: Sequence[dict[str, Any]], pad_id: int, batch_size: int = 16) -> dict[str, float]:
-    """Over every pair: the share whose chosen answer scores higher (ties count as wrong, as in TRL) and the mean
-    margin, score(chosen) − score(rejected)."""
+    """Over every pair (each counts once, whatever the batches): the share whose chosen answer scores higher (ties
+    count as wrong, as in TRL), the mean margin score(chosen) − score(rejected), and the mean of the loss RewardTrainer
+    minimises, −log σ(margin)."""
     chosen = score_ids(model, [p["chosen_ids"] for p in pairs], pad_id, batch_size)
     rejected = score_ids(model, [p["rejected_ids"] for p in pairs], pad_id, batch_size)
-    margins = [c - r for c, r in zip(chosen, rejected, strict=True)]
+    margins = torch.tensor(chosen, dtype=torch.float64) - torch.tensor(rejected, dtype=torch.float64)
     return {
-        "pairwise_accuracy": sum(m > 0 for m in margins) / len(margins),
-        "mean_margin": sum(margins) / len(margins),
+        "pairwise_accuracy": float((margins > 0).double().mean()),
+        "mean_margin": float(margins.mean()),
+        "pairwise_loss": float(-torch.nn.functional.logsigmoid(margins).mean()),
     }
 
 

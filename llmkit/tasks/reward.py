@@ -2,7 +2,9 @@
 
 The model is a sequence classifier with one output (decoders pool the last token, encoders [CLS]); the loss is
 −log σ(r(chosen) − r(rejected)). What llmkit adds: the pairs, tokenised once for every family
-(`llmkit.data.reward`), and held-out pairwise accuracy and mean margin over every pair before and after training.
+(`llmkit.data.reward`), and the held-out pairwise accuracy, mean margin and loss over every pair before and after
+training, from one scoring pass each (TRL's own evaluation averages per batch and runs only with
+training.eval_strategy).
 """
 
 from __future__ import annotations
@@ -48,15 +50,16 @@ def run(env: RunEnv) -> TaskResult:
     tokenizer = env.tokenizer()
     prepared = prepare(env, tokenizer)
     held_out = prepared.held_out or None
+    trl_eval = bool(held_out) and env.recipe.training.eval_strategy not in (None, "no")  # TRL's own, when asked
     options = {**trl_defaults(env), **(section.kwargs() if section else {}), "max_length": data.max_length}
-    args = training_args(env, RewardConfig, evaluate=bool(held_out), **options)
+    args = training_args(env, RewardConfig, evaluate=trl_eval, **options)
     built = build_model(env, tokenizer, total_steps=total_steps(len(prepared.train), args), num_labels=1)
     dtypes = {name: p.dtype for name, p in built.model.named_parameters() if p.requires_grad}
     trainer = RewardTrainer(
         model=built.model,
         args=args,
         train_dataset=Dataset.from_list(prepared.train),
-        eval_dataset=Dataset.from_list(held_out) if held_out else None,
+        eval_dataset=Dataset.from_list(held_out) if trl_eval and held_out else None,
         processing_class=tokenizer,
     )
     # TRL casts a 4-bit model's trainable weights to bfloat16; the head must stay in the dtype its inputs arrive in.
@@ -67,13 +70,14 @@ def run(env: RunEnv) -> TaskResult:
     if held_out:
         before = pairwise(built.model, held_out, tokenizer.pad_token_id, args.per_device_eval_batch_size)
         metrics.update({f"eval_{k}_before": v for k, v in before.items()})
-    metrics.update(fit(trainer, env, built))  # with TRL's held-out loss before and after
+    metrics.update(fit(trainer, env, built))
     if held_out:
         after = pairwise(built.model, held_out, tokenizer.pad_token_id, args.per_device_eval_batch_size)
         metrics.update({f"eval_{k}": v for k, v in after.items()})
         say(
             f"held-out pairwise accuracy {before['pairwise_accuracy']:.3f} → {after['pairwise_accuracy']:.3f}, "
-            f"mean margin {before['mean_margin']:.3f} → {after['mean_margin']:.3f} ({len(held_out)} pairs)"
+            f"mean margin {before['mean_margin']:.3f} → {after['mean_margin']:.3f}, loss "
+            f"{before['pairwise_loss']:.4f} → {after['pairwise_loss']:.4f} ({len(held_out)} pairs)"
         )
     return TaskResult(metrics, built, tokenizer, data=prepared.sources)
 
