@@ -28,7 +28,8 @@ DATA = {
                 "columns": {"source": "passage", "target": "summary"}},
     **{task: {"train": str(REPO / "data/instruction-data-with-preference.json"), "format": "alpaca_preference",
               "identical_pairs": "drop"} for task in ("dpo", "orpo", "kto", "reward")},
-    "grpo": {"train": str(INSTRUCTIONS), "format": "prompt", "columns": {"prompt": "instruction"}},
+    **{task: {"train": str(INSTRUCTIONS), "format": "prompt", "columns": {"prompt": "instruction"}}
+       for task in ("grpo", "rloo")},
 }  # fmt: skip
 
 
@@ -38,8 +39,8 @@ def _recipe(tmp_path: Path, model_type: str, task: str, method: dict) -> dict:
     (model / "config.json").write_text(f'{{"model_type": "{model_type}"}}')
     data = DATA.get(task, {"train": str(INSTRUCTIONS)})
     recipe = {"task": task, "model": {"name": str(model)}, "data": data, "method": method, "output_dir": "out"}
-    if task == "grpo":
-        recipe["grpo"] = {"rewards": [{"regex": "^A"}]}
+    if task in ("grpo", "rloo"):
+        recipe[task] = {"rewards": [{"regex": "^A"}]}
     if task == "distill":  # each family's student: a classifier (bert), a rationale student (t5), a causal LM
         if model_type == "t5":
             rationales = tmp_path / "rationales.jsonl"

@@ -158,8 +158,8 @@ def test_validate_checks_the_grpo_section_and_its_rewards(tmp_path):
         f"'{tmp_path}' is not a finished llmkit run",
         "is a task dpo run; use the output_dir of a task reward run",
         "extract needs a group around the answer",
-        "grpo.reward_weights: give each reward its weight in grpo.rewards",
-        "grpo.max_length: set data.max_length (the prompt) and grpo.max_completion_length (the completion)",
+        "grpo.reward_weights: give each reward its weight in rewards",
+        "grpo.max_length: set data.max_length (the prompt) and max_completion_length in this section (the completion)",
         "grpo.bta: unknown key; did you mean 'beta'?",
     ):
         assert expected in message, expected

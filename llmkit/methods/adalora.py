@@ -42,8 +42,9 @@ class AdaLoraMethod(MethodConfig):
     modules_to_save: ModulesToSave = None
 
     excluded: ClassVar[dict[tuple[str, str], str]] = {
-        ("*", "grpo"): "TRL's GRPOTrainer copies the adapter into a second, reference adapter, and peft's AdaLoRA "
+        (family, task): "TRL's online trainers copy the adapter into a second, reference adapter, and peft's AdaLoRA "
         "allows only one trainable adapter"
+        for family, task in (("*", "grpo"), ("*", "rloo"))
     }
     mergeable = True
 

@@ -10,6 +10,7 @@ from pydantic import Field
 from llmkit.methods.base import MethodConfig, MethodContext
 
 _CLS = "peft's adaption prompt neither trains nor saves a classification head"
+_FUSED = "it bypasses the patched LM head that TRL's online trainers read log-probabilities from"
 
 
 class LlamaAdapterMethod(MethodConfig):
@@ -26,10 +27,8 @@ class LlamaAdapterMethod(MethodConfig):
     excluded: ClassVar[dict[tuple[str, str], str]] = {
         ("*", "classification"): _CLS,
         ("*", "reward"): _CLS,
-        (
-            "*",
-            "grpo",
-        ): "peft's adaption prompt bypasses the patched LM head TRL's GRPOTrainer reads log-probabilities from",
+        ("*", "grpo"): _FUSED,
+        ("*", "rloo"): _FUSED,
     }
     merge_note = "its gated prompts are extra attention inputs, not a change to any weight"
 

@@ -40,7 +40,7 @@ def reference() -> str:
     parts += _section("training", TrainingSection, doc=(TrainingSection.__doc__ or "").strip())
     for name, cls in TASK_SECTIONS.items():  # each read only by the tasks that list it
         parts += _section(f"{name} (task: {', '.join(tasks_using(name))})", cls, doc=(cls.__doc__ or "").strip())
-    for title, cls in (("grpo.rewards: each reward", Reward), ("grpo.rewards: length_penalty", LengthPenalty)):
+    for title, cls in (("grpo / rloo rewards: each reward", Reward), ("rewards: length_penalty", LengthPenalty)):
         parts += _section(title, cls, doc=(cls.__doc__ or "").strip())
     return "\n".join(parts).rstrip() + "\n"
 

@@ -1,5 +1,5 @@
-"""The reinforcement-learning tasks' sections: `reward:` (trl.RewardConfig keys) and `grpo:` (trl.GRPOConfig keys plus
-the rewards the policy is trained on). Torch-free, like the rest of the schema.
+"""The reinforcement-learning tasks' sections: `reward:` (trl.RewardConfig keys), and `grpo:` / `rloo:` (trl.GRPOConfig
+/ RLOOConfig keys plus the rewards the policy is trained on). Torch-free, like the rest of the schema.
 
 A reward is a built-in that needs no code (exact match of the final answer, a regex, a length penalty), a user's
 function by reference, or a finished `task: reward` run. A user's function is imported when training starts, never
@@ -130,30 +130,22 @@ class RewardSection(TrlSection):
     )
 
 
-class GrpoSection(TrlSection):
-    """trl.GRPOConfig: Group Relative Policy Optimization (Shao et al., 2024). Each prompt gets num_generations sampled
-    completions; each is scored by the rewards, and its advantage is its reward against its group's. Any other
-    GRPOConfig key passes through by its TRL name; unset keys keep TRL's defaults."""
+class OnlineSection(TrlSection):
+    """What GRPO and RLOO share: the rewards, and the keys of their TRL configs that llmkit types."""
 
-    upstream: ClassVar[tuple[str, str]] = ("trainer/grpo_config.py", "GRPOConfig")
+    default_generations: ClassVar[int]  # TRL's num_generations default for this config
     owned: ClassVar[dict[str, str]] = {
         **{k: v for k, v in OWNED_TRL_KEYS.items() if k != "max_completion_length"},
-        "max_length": "set data.max_length (the prompt) and grpo.max_completion_length (the completion)",
-        "reward_weights": "give each reward its weight in grpo.rewards",
+        "max_length": "set data.max_length (the prompt) and max_completion_length in this section (the completion)",
+        "reward_weights": "give each reward its weight in rewards",
     }
     rewards: list[Reward] = Field(default_factory=list, description="what a completion is scored by; see below")
-    num_generations: int | None = Field(None, ge=2, description="completions sampled per prompt, a group (TRL: 8)")
+    num_generations: int | None = Field(None, ge=2, description="completions sampled per prompt, a group")
     max_completion_length: int | None = Field(None, gt=0, description="tokens per completion at most (TRL: 512)")
-    beta: float | None = Field(
-        None, ge=0, description="weight of the KL penalty to the reference; 0 loads none (TRL: 0)"
-    )
-    loss_type: Literal[GRPO_LOSS_TYPES] | None = Field(None, description="how token losses are averaged (TRL: dapo)")  # type: ignore[valid-type]
+    beta: float | None = Field(None, ge=0, description="weight of the KL penalty to the reference; 0 loads none")
     temperature: float | None = Field(None, gt=0, description="sampling temperature of the completions (TRL: 1.0)")
     top_p: float | None = Field(None, gt=0, le=1, description="nucleus sampling of the completions (TRL: 1.0, off)")
     top_k: int | None = Field(None, ge=0, description="sample among the k most likely tokens (TRL: 0, off)")
-    scale_rewards: Literal["group", "batch", "none"] | None = Field(
-        None, description="divide advantages by the group's reward std, the batch's, or not at all (TRL: group)"
-    )
     num_iterations: int | None = Field(None, gt=0, description="updates per generated batch, μ (TRL: 1)")
     epsilon: float | None = Field(None, gt=0, description="clipping range of the policy ratio (TRL: 0.2)")
     generation_batch_size: int | None = Field(
@@ -171,33 +163,58 @@ class GrpoSection(TrlSection):
         return rewards
 
 
-def check_grpo(recipe: Recipe) -> list[str]:
-    """GRPO's rules across sections: there is a reward, the generation batch holds whole groups, and the length
-    penalty fits the completion length."""
-    section, training, data = recipe.grpo, recipe.training, recipe.data
-    assert section is not None
+class GrpoSection(OnlineSection):
+    """trl.GRPOConfig: Group Relative Policy Optimization (Shao et al., 2024). Each prompt gets num_generations sampled
+    completions (TRL: 8); each is scored by the rewards, and its advantage is its reward against its group's; beta
+    defaults to 0 (no reference model). Any other GRPOConfig key passes through by its TRL name."""
+
+    upstream: ClassVar[tuple[str, str]] = ("trainer/grpo_config.py", "GRPOConfig")
+    default_generations: ClassVar[int] = 8
+    loss_type: Literal[GRPO_LOSS_TYPES] | None = Field(None, description="how token losses are averaged (TRL: dapo)")  # type: ignore[valid-type]
+    scale_rewards: Literal["group", "batch", "none"] | None = Field(
+        None, description="divide advantages by the group's reward std, the batch's, or not at all (TRL: group)"
+    )
+
+
+class RlooSection(OnlineSection):
+    """trl.RLOOConfig: REINFORCE Leave-One-Out (Ahmadian et al., 2024). Each completion's baseline is the mean reward
+    of the other num_generations − 1 completions of its prompt (TRL: 2); beta (TRL: 0.05) penalises the sequence's KL
+    to the reference in the reward. Any other RLOOConfig key passes through by its TRL name."""
+
+    upstream: ClassVar[tuple[str, str]] = ("trainer/rloo_config.py", "RLOOConfig")
+    default_generations: ClassVar[int] = 2
+    normalize_advantages: bool | None = Field(None, description="scale advantages to unit variance (TRL: false)")
+
+
+def check_online(recipe: Recipe) -> list[str]:
+    """GRPO's and RLOO's rules across sections: there is a reward, the generation batch holds whole groups, and the
+    length penalty fits the completion length."""
+    task, training, data = recipe.task, recipe.training, recipe.data
+    section: OnlineSection = getattr(recipe, task)
     problems = []
     if not section.rewards:
-        problems.append("grpo.rewards: task grpo needs at least one reward, e.g. rewards: [{exact_match: answer}]")
+        problems.append(
+            f"{task}.rewards: task {task} needs at least one reward, e.g. rewards: [{{exact_match: answer}}]"
+        )
     if data.overlong == "truncate":
-        problems.append("data.overlong: truncate would cut prompts short; use drop or error for task grpo")
-    group = section.num_generations or 8  # TRL's default
+        problems.append(f"data.overlong: truncate would cut prompts short; use drop or error for task {task}")
+    group = section.num_generations or section.default_generations
     if section.generation_batch_size is not None and section.steps_per_generation is not None:
-        problems.append("grpo: set generation_batch_size or steps_per_generation, not both")
+        problems.append(f"{task}: set generation_batch_size or steps_per_generation, not both")
     elif section.generation_batch_size is None:
         per_step = (training.per_device_train_batch_size or 8) * _world_size()
         steps = section.steps_per_generation or training.gradient_accumulation_steps or 1
         if (per_step * steps) % group:
             processes = f" × {_world_size()} processes" if _world_size() > 1 else ""
             problems.append(
-                f"grpo.num_generations: {group} completions per prompt do not divide the generation batch of "
+                f"{task}.num_generations: {group} completions per prompt do not divide the generation batch of "
                 f"{per_step * steps} completions (training.per_device_train_batch_size {per_step // _world_size()}"
                 f"{processes} × steps_per_generation {steps}); make that batch a multiple of {group}, or change "
                 "num_generations"
             )
     elif section.generation_batch_size % group:
         problems.append(
-            f"grpo.generation_batch_size: {section.generation_batch_size} is not a multiple of num_generations "
+            f"{task}.generation_batch_size: {section.generation_batch_size} is not a multiple of num_generations "
             f"({group}); each prompt's completions must be generated together"
         )
     limit = section.max_completion_length or 512  # TRL's default
@@ -205,7 +222,7 @@ def check_grpo(recipe: Recipe) -> list[str]:
         penalty = reward.length_penalty
         if penalty is not None and penalty.ramp > (penalty.max_tokens or limit):
             problems.append(
-                f"grpo.rewards.{i}.length_penalty: ramp {penalty.ramp} is longer than max_tokens "
+                f"{task}.rewards.{i}.length_penalty: ramp {penalty.ramp} is longer than max_tokens "
                 f"{penalty.max_tokens or limit}; shorten the ramp"
             )
     return problems
@@ -226,6 +243,6 @@ def _world_size() -> int:
         return 1
 
 
-def columns_needed(section: GrpoSection) -> dict[str, Any]:
+def columns_needed(section: OnlineSection) -> dict[str, Any]:
     """Dataset columns the built-in rewards read, and the reward that reads each (checked on every row)."""
     return {reward.exact_match: reward.label() for reward in section.rewards if reward.exact_match is not None}

@@ -19,7 +19,7 @@ from llmkit.methods import METHODS, MethodBlock
 from llmkit.recipe import loading, wording
 from llmkit.recipe.distill import DistillSection
 from llmkit.recipe.formats import PAIR_FORMATS
-from llmkit.recipe.rl import GrpoSection, RewardSection
+from llmkit.recipe.rl import GrpoSection, RewardSection, RlooSection
 from llmkit.recipe.sections import (
     ClassificationSection,
     DataSection,
@@ -33,7 +33,7 @@ from llmkit.recipe.training import TrainingSection, training_key_problems
 from llmkit.recipe.trl import TRL_SECTIONS, DpoSection, KtoSection, OrpoSection
 
 # Sections of TRL config keys, each checked against its TRL config class by name.
-TRL_KEYED = {**TRL_SECTIONS, "reward": RewardSection, "grpo": GrpoSection}
+TRL_KEYED = {**TRL_SECTIONS, "reward": RewardSection, "grpo": GrpoSection, "rloo": RlooSection}
 
 # Optional sections that only some tasks use; a task lists the ones it uses in TaskSpec.sections.
 TASK_SECTIONS: dict[str, type[Section] | type[Any]] = {
@@ -59,6 +59,7 @@ class Recipe(Section):
     kto: KtoSection | None = Field(None, description="task kto: trl KTOConfig keys (beta, desirable_weight, ...)")
     reward: RewardSection | None = Field(None, description="task reward: trl RewardConfig keys")
     grpo: GrpoSection | None = Field(None, description="task grpo: the rewards, and trl GRPOConfig keys")
+    rloo: RlooSection | None = Field(None, description="task rloo: the rewards, and trl RLOOConfig keys")
     distill: DistillSection | None = Field(None, description="task distill: teacher, alpha, temperature, ...")
     classification: ClassificationSection | None = Field(None, description="task classification: labels, balance")
     generation: GenerationSection | None = Field(None, description="tasks seq2seq and sft: decoding settings")

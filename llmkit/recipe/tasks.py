@@ -46,6 +46,20 @@ def _preference(name: str, doc: str) -> TaskSpec:
     )
 
 
+def _online(name: str, doc: str) -> TaskSpec:
+    """GRPO and RLOO share a runner (TRL's trainers), prompts and rewards; each reads its own section (and generation,
+    for llmkit predict / generate)."""
+    return TaskSpec(
+        module="grpo",
+        families=GENERATIVE,
+        head="causal_lm",
+        formats=PROMPT_FORMATS,
+        doc=doc,
+        sections=(name, "generation"),
+        check=rl.check_online,
+    )
+
+
 TASKS: dict[str, TaskSpec] = {
     "sft": TaskSpec(
         module="sft",
@@ -90,15 +104,11 @@ TASKS: dict[str, TaskSpec] = {
         sections=("reward",),
         check_family=rl.check_reward_family,
     ),
-    "grpo": TaskSpec(
-        module="grpo",
-        families=GENERATIVE,
-        head="causal_lm",
-        formats=PROMPT_FORMATS,
-        doc="online RL: completions sampled from the model are scored by reward functions (TRL GRPOTrainer)",
-        sections=("grpo", "generation"),  # generation: llmkit predict / generate
-        check=rl.check_grpo,
+    "grpo": _online(
+        "grpo",
+        "online RL: each prompt's sampled completions are scored by rewards against their group (TRL GRPOTrainer)",
     ),
+    "rloo": _online("rloo", "online RL with a leave-one-out baseline per prompt (TRL RLOOTrainer); rewards as grpo"),
     "distill": TaskSpec(
         module="distill",
         families=("bert", "gpt2", "llama", "t5"),

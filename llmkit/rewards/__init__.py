@@ -1,5 +1,6 @@
-"""GRPO's rewards: the recipe's `grpo.rewards` → callables with TRL's reward signature, each guarded so that a reward
-that raises or returns the wrong thing stops the run with one sentence naming it and the batch.
+"""GRPO's and RLOO's rewards: the recipe's `grpo.rewards` (or `rloo.rewards`) → callables with TRL's reward
+signature, each guarded so that a reward that raises or returns the wrong thing stops the run with one sentence
+naming it and the batch.
 
 Built at train time: user functions are imported and reward runs' tokenizers checked here, before any weights load.
 """
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmkit.errors import LlmkitError, first_line
-from llmkit.recipe.rl import GrpoSection, Reward
+from llmkit.recipe.rl import OnlineSection, Reward
 from llmkit.rewards import builtin
 from llmkit.rewards.model import RewardModel
 from llmkit.rewards.user import load_function
@@ -76,12 +77,12 @@ class Rewards:
         return [f.__name__ for f in self.functions]
 
 
-def build(section: GrpoSection, tokenizer: Any) -> Rewards:
-    """Every reward of the recipe, ready for TRL; user code is imported and reward runs are checked first, then the
-    reward models load."""
+def build(section: OnlineSection, tokenizer: Any, task: str = "grpo") -> Rewards:
+    """Every reward of the recipe's `task` section, ready for TRL; user code is imported and reward runs are checked
+    first, then the reward models load."""
     functions, records, models = [], [], []
     for i, reward in enumerate(section.rewards):
-        key = f"grpo.rewards.{i}"
+        key = f"{task}.rewards.{i}"
         function, record = _one(reward, key, section, tokenizer)
         if isinstance(function, RewardModel):
             models.append(function)
@@ -92,7 +93,7 @@ def build(section: GrpoSection, tokenizer: Any) -> Rewards:
     return Rewards(functions, [reward.weight for reward in section.rewards], records)
 
 
-def _one(reward: Reward, key: str, section: GrpoSection, tokenizer: Any) -> tuple[Any, dict[str, Any]]:
+def _one(reward: Reward, key: str, section: OnlineSection, tokenizer: Any) -> tuple[Any, dict[str, Any]]:
     if reward.exact_match is not None:
         return builtin.exact_match(reward.exact_match, reward.extract), {"exact_match": reward.exact_match}
     if reward.regex is not None:

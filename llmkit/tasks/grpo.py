@@ -1,5 +1,6 @@
-"""`task: grpo`: online RL with TRL's GRPOTrainer — the model samples `num_generations` completions per prompt, the
-recipe's rewards score them, and each completion's advantage is its reward against its group's.
+"""`task: grpo` and `task: rloo`: online RL with TRL's GRPOTrainer / RLOOTrainer — the model samples
+`num_generations` completions per prompt, the recipe's rewards score them, and each completion's advantage is its
+reward against its group's (RLOO: against the other completions' mean).
 
 What llmkit adds: the prompts (`llmkit.data.prompts`), the rewards (`llmkit.rewards`: built-ins, user functions and
 reward runs, each failing with one sentence), the reference under an adapter (the base with the adapter disabled, as
@@ -23,7 +24,7 @@ from llmkit.fit import fit
 from llmkit.generation import configure, generate
 from llmkit.models import Trained
 from llmkit.recipe import Recipe
-from llmkit.recipe.rl import columns_needed
+from llmkit.recipe.rl import OnlineSection, columns_needed
 from llmkit.rewards import greedy
 from llmkit.run import RunEnv, TaskResult, build_model, total_steps, training_args
 from llmkit.tasks.preference import is_peft, trl_defaults, use_disabled_adapter
@@ -32,11 +33,28 @@ from llmkit.tasks.preference import is_peft, trl_defaults, use_disabled_adapter
 CURVE = ("reward", "reward_std", "kl", "completions/mean_length", "completions/clipped_ratio", "loss")
 
 
+def _trl(task: str) -> tuple[type, type]:
+    """The TRL config and trainer classes of an online task (imported only when one runs)."""
+    if task == "rloo":
+        from trl import RLOOConfig, RLOOTrainer
+
+        return RLOOConfig, RLOOTrainer
+    from trl import GRPOConfig, GRPOTrainer
+
+    return GRPOConfig, GRPOTrainer
+
+
+def section_of(recipe: Recipe) -> OnlineSection:
+    section = getattr(recipe, recipe.task)
+    assert isinstance(section, OnlineSection)
+    return section
+
+
 def prepare(env: RunEnv, tokenizer: PreTrainedTokenizerBase) -> Prepared:
     """Rows → prompts in TRL's layout with their other columns; rows without a column a built-in reward reads, and
     prompts past data.max_length, are handled before any model loads."""
     data = env.recipe.data
-    needed = columns_needed(env.recipe.grpo)
+    needed = columns_needed(section_of(env.recipe))
     return prepare_splits(
         data,
         lambda rows: build_prompts(rows, data, tokenizer, needed),
@@ -46,20 +64,18 @@ def prepare(env: RunEnv, tokenizer: PreTrainedTokenizerBase) -> Prepared:
 
 
 def run(env: RunEnv) -> TaskResult:
-    from trl import GRPOConfig, GRPOTrainer
-
-    section = env.recipe.grpo
-    assert section is not None
+    task, section = env.recipe.task, section_of(env.recipe)
+    config_class, trainer_class = _trl(task)
     datasets.disable_progress_bars()
     tokenizer = env.tokenizer()
     prepared = prepare(env, tokenizer)
-    rewards = reward_functions.build(section, tokenizer)  # user code imported, reward runs checked, before the model
+    rewards = reward_functions.build(section, tokenizer, task)  # user code imported, reward runs checked, then models
     held_out = prepared.held_out or None
     sampled_eval = bool(held_out) and env.recipe.training.eval_strategy not in (None, "no")  # TRL's own, when asked
-    args = training_args(env, GRPOConfig, evaluate=sampled_eval, **options(env), reward_weights=rewards.weights)
+    args = training_args(env, config_class, evaluate=sampled_eval, **options(env), reward_weights=rewards.weights)
     completions = len(prepared.train) * args.num_generations * args.num_iterations
     built = build_model(env, tokenizer, total_steps=total_steps(completions, args))
-    trainer = GRPOTrainer(
+    trainer = trainer_class(
         model=built.model,
         reward_funcs=rewards.functions,
         args=args,
@@ -88,9 +104,7 @@ def run(env: RunEnv) -> TaskResult:
 def options(env: RunEnv) -> dict[str, Any]:
     """GRPOConfig keys from the recipe over llmkit's defaults; every step is logged unless the recipe says otherwise,
     since each step's rewards are the learning curve."""
-    section = env.recipe.grpo
-    assert section is not None
-    keys = {k: v for k, v in section.kwargs().items() if k != "rewards"}
+    keys = {k: v for k, v in section_of(env.recipe).kwargs().items() if k != "rewards"}
     defaults = {
         **trl_defaults(env),
         "logging_steps": env.recipe.training.logging_steps or 1,
@@ -104,7 +118,7 @@ def reference(trainer: Any, probe_ids: list[int]) -> str:
     disabled (TRL's copy of a fresh adapter is dropped)."""
     model = trainer.model
     if trainer.beta == 0:
-        return "none (grpo.beta is 0: no KL penalty)"
+        return "none (beta is 0: no KL penalty)"
     if is_peft(model):
         return use_disabled_adapter(model, probe_ids)
     trainer.ref_model.requires_grad_(False)
@@ -129,11 +143,10 @@ def _describe(metrics: dict[str, float]) -> str:
 
 def evaluate(env: RunEnv, trained: Trained, rows: Rows, prefix: str) -> dict[str, float]:
     """Every reward on a greedy completion of each prompt of `rows` (`llmkit eval`), as measured after training."""
-    section, data = env.recipe.grpo, env.recipe.data
-    assert section is not None
+    section, data = section_of(env.recipe), env.recipe.data
     examples, _, stats = build_prompts(rows, data, trained.tokenizer, columns_needed(section))
     say(f"{prefix}: {stats.summary(rows.name)}")
-    rewards = reward_functions.build(section, trained.tokenizer)
+    rewards = reward_functions.build(section, trained.tokenizer, env.recipe.task)
     limit = section.max_completion_length or reward_functions.DEFAULT_MAX_COMPLETION
     scores = greedy.evaluate(trained.model, trained.tokenizer, examples, rewards, limit)
     return {f"{prefix}_greedy_{k}": v for k, v in scores.items()}
