@@ -294,6 +294,13 @@ def test_bad_input_is_refused_before_any_model_loads(tiny_dirs, prompts, tmp_pat
         tmp_path, grpo_recipe(tiny_dirs["llama"], prompts, tmp_path / "run", [{"exact_match": "solution"}])
     )
     assert code == 3 and "18 rows have no 'solution', which the exact_match reward compares the answer with" in stderr
+    mixed = write_jsonl(
+        tmp_path / "mixed.jsonl", [{"prompt": "1 + 1?", "answer": 2}, {"prompt": "Hi?", "answer": "hi"}]
+    )
+    recipe = grpo_recipe(tiny_dirs["llama"], mixed, tmp_path / "run", [{"regex": "e"}])
+    recipe["data"]["validation_split"] = 0
+    code, stderr = train_fails(tmp_path, recipe)
+    assert code == 3 and "mixed.jsonl:2: 'answer' is a text here but a number in earlier rows" in stderr
     _reward_file(tmp_path, "import numpy.not_there\n", "broken.py")
     code, stderr = train_fails(
         tmp_path, grpo_recipe(tiny_dirs["llama"], prompts, tmp_path / "run", [{"function": "broken.py:f"}])

@@ -18,6 +18,8 @@ from llmkit.errors import DataError
 from llmkit.recipe import DataSection
 
 MAX_REPORTED = 5
+# How a JSON value's type is named to the user; integers and floats are one kind, as they are to Arrow.
+KINDS = {"str": "text", "int": "number", "float": "number", "bool": "true/false", "dict": "mapping"}
 
 
 def prompt_uses_chat(template: str, tokenizer: Any) -> bool:
@@ -62,14 +64,35 @@ def check_columns(rows: Rows, needed: Mapping[str, str]) -> None:
         )
 
 
+def check_types(rows: Rows) -> None:
+    """Each column other than the prompt holds one type (numbers count as one): TRL takes the rows as one Arrow table,
+    which cannot hold an answer that is a number in one row and text in another."""
+    kinds: dict[str, dict[str, str]] = {}
+    for row, where in zip(rows.rows, rows.where, strict=True):
+        for column, value in row.items():
+            if column != "prompt" and value is not None:
+                kind = KINDS.get(type(value).__name__, type(value).__name__)
+                kinds.setdefault(column, {}).setdefault(kind, where)
+    for column, seen in kinds.items():
+        if len(seen) > 1:
+            (first, _), (other, where) = list(seen.items())[:2]
+            raise DataError(
+                f"'{column}' is a {other} here but a {first} in earlier rows; give the column one type in every row "
+                f"(e.g. quote the numbers)",
+                where,
+            )
+
+
 def build_prompts(
     rows: Rows, data: DataSection, tokenizer: Any, needed: Mapping[str, str]
 ) -> tuple[list[dict[str, Any]], list[str], TokenStats]:
     """Prompts in TRL's layout and where each came from; prompts longer than data.max_length follow data.overlong
     (drop or error: a cut prompt would ask another question)."""
     check_columns(rows, needed)
+    check_types(rows)
     use_chat = prompt_uses_chat(data.template, tokenizer)
-    if (use_chat or any(isinstance(row["prompt"], list) for row in rows.rows)) and not tokenizer.chat_template:
+    chat_rows = any(isinstance(row["prompt"], list) for row in rows.rows)
+    if (use_chat or chat_rows) and not getattr(tokenizer, "chat_template", None):
         tokenizer.chat_template = CHATML_TEMPLATE
     policy = LengthPolicy.of(data)
 

@@ -9,6 +9,7 @@ arguments TRL passes, so a reward means the same here as in training.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -62,8 +63,8 @@ def complete(
 def evaluate(
     model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], rewards: Rewards, max_new_tokens: int
 ) -> dict[str, float]:
-    """Mean reward of each reward, their weighted sum, and the mean completion length, over greedy completions of
-    `rows` (prompts in TRL's layout, with their columns)."""
+    """Mean reward of each reward, their weighted sum (a reward's None counts as 0, as TRL's nansum does), and the
+    mean completion length, over greedy completions of `rows` (prompts in TRL's layout, with their columns)."""
     prompts = [row["prompt"] for row in rows]
     completion_ids, completions = complete(model, tokenizer, prompts, max_new_tokens)
     columns = {key: [row.get(key) for row in rows] for key in rows[0] if key != "prompt"} if rows else {}
@@ -80,7 +81,7 @@ def evaluate(
             **columns,
         )
         metrics[function.__name__] = mean(values)
-        total = [t + weight * (v or 0.0) for t, v in zip(total, values, strict=True)]
+        total = [t + weight * (0.0 if v is None or math.isnan(v) else v) for t, v in zip(total, values, strict=True)]
     metrics["reward"] = sum(total) / len(total) if total else float("nan")
     metrics["completion_length"] = sum(map(len, completion_ids)) / len(completion_ids) if completion_ids else 0.0
     return metrics
