@@ -9,7 +9,14 @@ from collections import Counter
 
 import pytest
 import torch
-from conftest import count_model_loads, interrupted_at_step, run_cli, train_fails, write_recipe
+from conftest import (
+    assert_manifest_records_the_data,
+    count_model_loads,
+    interrupted_at_step,
+    run_cli,
+    train_fails,
+    write_recipe,
+)
 from toy import write_jsonl
 from transformers import AutoModelForCausalLM
 
@@ -173,6 +180,7 @@ def test_under_lora_the_reference_is_the_base_with_the_adapter_disabled(
     result = llmkit.Trainer(Recipe.from_dict(recipe)).train()
     assert loads == ["causal_lm"], "one copy of the weights: no separate reference model"
     assert "ref" not in result.model.peft_config, "TRL's copy of the fresh adapter was dropped"
+    assert_manifest_records_the_data(result.output_dir)
     assert result.metrics["train_kl"] != 0, "the policy moved away from the reference (RLOO's estimate may be < 0)"
     base = AutoModelForCausalLM.from_pretrained(tiny_dirs["llama"]).state_dict()
     under = result.model.get_base_model().state_dict()
