@@ -62,14 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("train", "validation", "test"), help="default: test if the recipe has one")
     p.add_argument("--output", help="JSON file to write (default: eval-<split>.json in the checkpoint directory)")
 
-    p = sub.add_parser("predict", help="labels or generations for every row of a file, as JSON lines")
+    p = sub.add_parser("predict", help="labels, reward scores or generations for every row of a file, as JSON lines")
     _recipe_args(p)
     p.add_argument("--checkpoint", required=True, help="a finished run directory, or <run>/checkpoints/checkpoint-N")
     p.add_argument("--input", required=True, help="rows in the recipe's format (jsonl, csv, tsv, txt, json, parquet)")
     p.add_argument("--output", required=True, help="JSON lines file to create: each input row plus its prediction")
     p.add_argument("--batch-size", type=int, default=16, help="rows per forward pass (default 16)")
 
-    p = sub.add_parser("generate", help="generate text from a finished sft or seq2seq run, in its prompt template")
+    p = sub.add_parser("generate", help="generate text from a finished sft, seq2seq, grpo or rloo run, in its template")
     p.add_argument("run_dir", help="the run's output directory")
     p.add_argument("--prompt", action="append", required=True, help="what to ask; repeat for several prompts")
     p.add_argument("--max-new-tokens", type=int, help="override the run's generation.max_new_tokens")

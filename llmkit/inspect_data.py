@@ -30,6 +30,17 @@ def show_example(recipe: Recipe, index: int = 0, split: str = "train", tokens: b
     head = env.head
     if "input_ids" in example:
         return render_example(example, where[index], tokenizer, tokens, head=head)
+    if "chosen_ids" in example:  # a reward model's pair: each answer as the model scores it
+        return f"source: {where[index]}\n\n" + "\n\n".join(
+            f"{key} ({len(example[key + '_ids'])} tokens):\n{tokenizer.decode(example[key + '_ids'])}"
+            for key in ("chosen", "rejected")
+        )
+    if "prompt" in example and "chosen" not in example:  # a prompt for online RL, rendered as the model will see it
+        from llmkit.data.prompts import prompt_ids
+
+        ids = prompt_ids(example["prompt"], tokenizer)
+        others = "".join(f"\n{key}: {value!r}" for key, value in example.items() if key != "prompt")
+        return f"source: {where[index]}\nprompt tokens: {len(ids)}\n\n{tokenizer.decode(ids)}\n{others}"
     if all(isinstance(part, dict) and "input_ids" in part for part in example.values()):  # one example per task
         return "\n\n".join(
             f"== {name} ==\n" + render_example(part, where[index], tokenizer, tokens, head=head)

@@ -117,13 +117,14 @@ PROMPT_ROWS: dict[str, Callable[[str], dict[str, Any]]] = {
     "chat": lambda prompt: {"messages": [{"role": "user", "content": prompt}]},
     "text": lambda prompt: {"text": prompt},
     "seq2seq": lambda prompt: {"source": prompt},
+    "prompt": lambda prompt: {"prompt": prompt},
 }
 
 
 def generate_from_run(
     run_dir: str | os.PathLike[str], prompts: list[str], max_new_tokens: int | None = None
 ) -> list[str]:
-    """Generate from a finished sft or seq2seq run, each prompt rendered with the run's own template (Alpaca or
+    """Generate from a finished sft, seq2seq or grpo run, each prompt rendered with the run's own template (Alpaca or
     chat template, system prompt, source prefix) and decoded with its `generation` settings."""
     recipe = Recipe.from_run(run_dir)
     if recipe.data.format not in PROMPT_ROWS:

@@ -102,6 +102,7 @@ class TaskResult:
     tokenizer: PreTrainedTokenizerBase
     data: dict[str, Any]  # every split the run read → {source, sha256, rows}: the manifest's `data`
     meta: dict[str, Any] = field(default_factory=dict)  # more facts for llmkit.json (a distillation's teacher)
+    manifest: dict[str, Any] = field(default_factory=dict)  # more for manifest.json (the reward code a run called)
 
 
 def training_args(

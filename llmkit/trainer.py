@@ -82,7 +82,7 @@ def train(recipe: Recipe, source: str | None = None) -> RunResult:
     metrics["processes"] = state.num_processes
     state.wait_for_everyone()  # the main process has saved the model
     if state.is_main_process:
-        run.finish(metrics, outputs.manifest(source, result.data, started))
+        run.finish(metrics, {**outputs.manifest(source, result.data, started), **result.manifest})
     state.wait_for_everyone()
     say(f"done: {run.final}")
     return RunResult(run.final, metrics, result.built.model, result.tokenizer)

@@ -155,3 +155,40 @@ def assert_manifest_records_the_data(run_dir: Path) -> dict:
     if recipe["task"] == "distill" and section["format"] != "rationale":
         assert data["teacher"] == recipe["distill"]["teacher"]
     return data
+
+
+def count_model_loads(monkeypatch) -> list[str]:
+    """The head of every model `llmkit.models.load_model` loads from now on (a reference copy shows as a second)."""
+    from llmkit import models
+
+    loads: list[str] = []
+    real = models.load_model
+
+    def counting(*args, **kwargs):
+        loads.append(args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(models, "load_model", counting)
+    return loads
+
+
+@contextlib.contextmanager
+def interrupted_at_step(monkeypatch, step: int):
+    """Ctrl-C during training step `step` (counting from 1): the run must stop and leave its checkpoints to resume."""
+    import transformers
+
+    real_step = transformers.Trainer.training_step
+    calls = {"n": 0}
+
+    def interrupted(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == step:
+            raise KeyboardInterrupt
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.Trainer, "training_step", interrupted)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            yield
+    finally:
+        monkeypatch.setattr(transformers.Trainer, "training_step", real_step)

@@ -28,7 +28,7 @@ def test_every_registered_task_satisfies_the_contract():
         assert isinstance(module, tasks.Task), name
     evaluates = {name for name in TASKS if isinstance(tasks.get(name), tasks.Evaluates)}
     predicts = {name for name in TASKS if isinstance(tasks.get(name), tasks.Predicts)}
-    assert evaluates == predicts == {"sft", "classification", "seq2seq"}
+    assert evaluates == predicts == {"sft", "classification", "seq2seq", "reward", "grpo", "rloo"}
 
 
 def _imports(path: Path) -> set[str]:

@@ -7,11 +7,11 @@ import json
 
 import pytest
 import torch
-from conftest import assert_manifest_records_the_data, run_cli, write_recipe
+from conftest import assert_manifest_records_the_data, count_model_loads, run_cli, write_recipe
 from transformers import AutoModelForCausalLM
 
 import llmkit
-from llmkit import Recipe, models
+from llmkit import Recipe
 from llmkit.models import load_trained
 from llmkit.tasks import preference as dpo_runner
 
@@ -89,14 +89,7 @@ def test_full_dpo_learns_the_preference_and_the_reference_never_changes(
 def test_lora_dpo_loads_one_base_and_uses_it_with_the_adapter_disabled(
     tiny_dirs, preferences_small, tmp_path, monkeypatch
 ):
-    loads = []
-    real = models.load_model
-
-    def counting(*args, **kwargs):
-        loads.append(args[1])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(models, "load_model", counting)
+    loads = count_model_loads(monkeypatch)
     recipe = dpo_recipe(
         tiny_dirs["llama"],
         preferences_small,

@@ -191,7 +191,8 @@ def test_reference_is_the_disabled_adapter_only_when_that_is_the_initial_policy(
     model = get_peft_model(tiny_model("llama"), config)
     model.add_adapter("ref", config)  # what DPOTrainer does with a PeftModel and no ref_model
     pair = to_trl(ALPACA_ROW, "alpaca_preference", use_chat=True, system_prompt=None)
-    said = use_disabled_adapter(model, pair, tiny_tokenizer("llama"))
+    ids = tokenize_pair(pair, tiny_tokenizer("llama"))
+    said = use_disabled_adapter(model, ids["prompt_ids"] + ids["chosen_ids"])
     assert ("ref" in model.peft_config) is keeps_copy
     assert ("disabled" in said) is not keeps_copy
 

@@ -27,7 +27,9 @@ DATA = {
     "seq2seq": {"train": str(REPO / "data/verdict-summaries.jsonl"), "format": "seq2seq",
                 "columns": {"source": "passage", "target": "summary"}},
     **{task: {"train": str(REPO / "data/instruction-data-with-preference.json"), "format": "alpaca_preference",
-              "identical_pairs": "drop"} for task in ("dpo", "orpo", "kto")},
+              "identical_pairs": "drop"} for task in ("dpo", "orpo", "kto", "reward")},
+    **{task: {"train": str(INSTRUCTIONS), "format": "prompt", "columns": {"prompt": "instruction"}}
+       for task in ("grpo", "rloo")},
 }  # fmt: skip
 
 
@@ -37,6 +39,8 @@ def _recipe(tmp_path: Path, model_type: str, task: str, method: dict) -> dict:
     (model / "config.json").write_text(f'{{"model_type": "{model_type}"}}')
     data = DATA.get(task, {"train": str(INSTRUCTIONS)})
     recipe = {"task": task, "model": {"name": str(model)}, "data": data, "method": method, "output_dir": "out"}
+    if task in ("grpo", "rloo"):
+        recipe[task] = {"rewards": [{"regex": "^A"}]}
     if task == "distill":  # each family's student: a classifier (bert), a rationale student (t5), a causal LM
         if model_type == "t5":
             rationales = tmp_path / "rationales.jsonl"

@@ -58,6 +58,10 @@ def test_shipped_recipe_trains_on_a_tiny_model(name, tiny_dirs, tmp_path, monkey
         assert 0 <= metrics["eval_accuracy"] <= 1 and "test_f1_macro" in metrics
     elif recipe["task"] == "seq2seq":
         assert 0 <= metrics["eval_rouge1"] <= 1
+    elif recipe["task"] == "reward":
+        assert 0 <= metrics["eval_pairwise_accuracy"] <= 1 and metrics["eval_pairwise_loss"] > 0
+    elif recipe["task"] == "grpo":
+        assert len(metrics["reward_curve"]) == 2 and 0 <= metrics["eval_greedy_exact_match"] <= 1
     else:
         assert metrics["eval_loss"] > 0
 
@@ -84,10 +88,11 @@ def _distill_inputs(recipe: dict, family: str, tiny_dirs: dict, tmp_path) -> lis
 
 
 def test_every_task_has_a_shipped_recipe_or_its_own_manifest_check():
-    """A task added without a recipe here must check its manifest itself (orpo and kto do, in test_dpo.py)."""
+    """A task added without a recipe here must check its manifest itself (orpo and kto do, in test_dpo.py; rloo in
+    test_grpo.py)."""
     import yaml
 
     from llmkit.recipe import TASKS
 
     shipped = {yaml.safe_load((REPO / "recipes" / name).read_text())["task"] for name in RECIPES}
-    assert set(TASKS) == shipped | {"orpo", "kto"}
+    assert set(TASKS) == shipped | {"orpo", "kto", "rloo"}

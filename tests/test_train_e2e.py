@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO, run_cli, sft_recipe, train_fails, write_recipe
+from conftest import REPO, interrupted_at_step, run_cli, sft_recipe, train_fails, write_recipe
 
 import llmkit
 from llmkit import Recipe
@@ -105,21 +105,8 @@ def test_resume_equals_an_uninterrupted_run(tiny_dirs, instructions_small, tmp_p
 
     straight = llmkit.Trainer(Recipe.from_dict(recipe(tmp_path / "straight"))).train()
 
-    import transformers
-
-    real_step = transformers.Trainer.training_step
-    calls = {"n": 0}
-
-    def interrupted(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt
-        return real_step(self, *args, **kwargs)
-
-    monkeypatch.setattr(transformers.Trainer, "training_step", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_at_step(monkeypatch, 5):
         llmkit.Trainer(Recipe.from_dict(recipe(tmp_path / "resumed"))).train()
-    monkeypatch.setattr(transformers.Trainer, "training_step", real_step)
     assert not (tmp_path / "resumed").exists(), "an interrupted run must not look finished"
     assert (tmp_path / "resumed.incomplete" / "checkpoints" / "checkpoint-3").is_dir()
 

@@ -7,7 +7,7 @@ the format it was instruction-tuned in), which pairs are dropped, and why.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from llmkit.data.sft import CHATML_TEMPLATE, alpaca_prompt, alpaca_user, uses_chat_template
@@ -58,25 +58,28 @@ def identical(row: Mapping[str, Any]) -> bool:
     return chosen == rejected
 
 
+def sequence_ids(prompt: str | list[dict[str, str]], answer: str | list[dict[str, str]], tokenizer: Any) -> list[int]:
+    """Prompt + answer as TRL's preference trainers tokenise it: a conversation through the chat template, text with
+    EOS appended to the answer."""
+    if isinstance(prompt, list):
+        return _chat_ids(tokenizer, prompt + answer)
+    eos = tokenizer.eos_token
+    return tokenizer(prompt + answer + ("" if answer.endswith(eos) else eos))["input_ids"]
+
+
+def _chat_ids(tokenizer: Any, messages: list[dict[str, str]], **kwargs: Any) -> list[int]:
+    return tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, **kwargs)["input_ids"]
+
+
 def tokenize_pair(pair: Mapping[str, Any], tokenizer: Any) -> dict[str, list[int]]:
-    """prompt_ids / chosen_ids / rejected_ids as TRL's DPOTrainer tokenises a pair: conversational pairs through the
-    chat template, text pairs with EOS appended to each answer; an answer starts where the tokenised prompt and
-    prompt + answer first differ. llmkit needs the same ids before the trainer exists, to apply data.overlong and to
-    score held-out pairs."""
+    """prompt_ids / chosen_ids / rejected_ids as TRL's DPOTrainer tokenises a pair (`sequence_ids`); an answer starts
+    where the tokenised prompt and prompt + answer first differ. llmkit needs the same ids before the trainer exists,
+    to apply data.overlong and to score held-out pairs."""
     if isinstance(pair["prompt"], list):
-
-        def ids(messages: list[dict[str, str]], **kwargs: Any) -> list[int]:
-            return tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, **kwargs)["input_ids"]
-
-        prompt = ids(pair["prompt"], add_generation_prompt=True)
-        full = {key: ids(pair["prompt"] + pair[key]) for key in ("chosen", "rejected")}
+        prompt = _chat_ids(tokenizer, pair["prompt"], add_generation_prompt=True)
     else:
-        eos = tokenizer.eos_token
-        full = {
-            key: tokenizer(pair["prompt"] + pair[key] + ("" if pair[key].endswith(eos) else eos))["input_ids"]
-            for key in ("chosen", "rejected")
-        }
         prompt = tokenizer(pair["prompt"])["input_ids"]
+    full = {key: sequence_ids(pair["prompt"], pair[key], tokenizer) for key in ("chosen", "rejected")}
     start = min(_common_prefix(prompt, full[key]) for key in ("chosen", "rejected"))
     return {
         "prompt_ids": prompt[:start],
@@ -92,9 +95,19 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
-def build_pairs(rows: Rows, data: DataSection, tokenizer: Any) -> tuple[list[dict[str, Any]], list[str], TokenStats]:
+def pair_lengths(pair: Mapping[str, Any], tokenizer: Any) -> tuple[int, int]:
+    """(prompt + the longer answer, the prompt) in tokens, as TRL's DPOTrainer will see the pair."""
+    ids = tokenize_pair(pair, tokenizer)
+    prompt_len = len(ids["prompt_ids"])
+    return prompt_len + max(len(ids["chosen_ids"]), len(ids["rejected_ids"])), prompt_len
+
+
+def build_pairs(
+    rows: Rows, data: DataSection, tokenizer: Any, lengths: Callable[[dict[str, Any]], tuple[int, int]] | None = None
+) -> tuple[list[dict[str, Any]], list[str], TokenStats]:
     """Pairs in TRL's layout, where each came from, and what happened to the rows. Identical pairs and overlong pairs
-    follow data.identical_pairs and data.overlong; either way the user is told how many."""
+    follow data.identical_pairs and data.overlong; either way the user is told how many. `lengths(pair)` gives
+    (tokens the pair needs, of which the prompt), by default as DPO tokenises it."""
     use_chat = wants_chat(data.format, data.template, tokenizer)
     if len({isinstance(row["chosen"], str) for row in rows.rows}) > 1:
         raise DataError("mixes rows with text answers and rows with chat messages; use one layout per file", rows.name)
@@ -115,9 +128,7 @@ def build_pairs(rows: Rows, data: DataSection, tokenizer: Any) -> tuple[list[dic
         if identical(row):
             continue
         pair = to_trl(row, data.format, use_chat, data.system_prompt)
-        ids = tokenize_pair(pair, tokenizer)
-        prompt_len = len(ids["prompt_ids"])
-        length = prompt_len + max(len(ids["chosen_ids"]), len(ids["rejected_ids"]))
+        length, prompt_len = (lengths or (lambda p: pair_lengths(p, tokenizer)))(pair)
         if policy.decide(length, where, stats, truncatable=prompt_len < policy.max_length) == "drop":
             continue
         pairs.append(pair)

@@ -6,7 +6,7 @@ calls it, so ranks would silently stay at `init_r`. The callback below does it, 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -41,6 +41,11 @@ class AdaLoraMethod(MethodConfig):
     orth_reg_weight: float = Field(0.5, ge=0, description="weight of the orthogonality regulariser on P and Q")
     modules_to_save: ModulesToSave = None
 
+    excluded: ClassVar[dict[tuple[str, str], str]] = {
+        (family, task): "TRL's online trainers copy the adapter into a second, reference adapter, and peft's AdaLoRA "
+        "allows only one trainable adapter"
+        for family, task in (("*", "grpo"), ("*", "rloo"))
+    }
     mergeable = True
 
     @model_validator(mode="after")

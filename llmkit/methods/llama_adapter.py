@@ -10,6 +10,7 @@ from pydantic import Field
 from llmkit.methods.base import MethodConfig, MethodContext
 
 _CLS = "peft's adaption prompt neither trains nor saves a classification head"
+_FUSED = "it bypasses the patched LM head that TRL's online trainers read log-probabilities from"
 
 
 class LlamaAdapterMethod(MethodConfig):
@@ -23,7 +24,12 @@ class LlamaAdapterMethod(MethodConfig):
     families = ("gpt2", "llama")
     model_types = ("gpt2", "llama", "mistral")  # the architectures peft's adaption prompt knows
     tasks = ("sft", "dpo", "distill")
-    excluded: ClassVar[dict[tuple[str, str], str]] = {("*", "classification"): _CLS}
+    excluded: ClassVar[dict[tuple[str, str], str]] = {
+        ("*", "classification"): _CLS,
+        ("*", "reward"): _CLS,
+        ("*", "grpo"): _FUSED,
+        ("*", "rloo"): _FUSED,
+    }
     merge_note = "its gated prompts are extra attention inputs, not a change to any weight"
 
     def upstream_config(self, ctx: MethodContext, num_layers: int | None = None) -> Any:

@@ -26,7 +26,7 @@ class PromptTuningMethod(MethodConfig):
         None, description="start from this text's token embeddings (default: random)"
     )
 
-    tasks = ("sft", "classification", "seq2seq")
+    tasks = ("sft", "classification", "seq2seq", "reward")
     excluded: ClassVar[dict[tuple[str, str], str]] = {
         ("*", "dpo"): _SHIFTS,
         ("*", "orpo"): _SHIFTS,
@@ -34,6 +34,8 @@ class PromptTuningMethod(MethodConfig):
         ("*", "distill"): _SHIFTS,
         ("gpt2", "classification"): _POOLS_PAD,
         ("llama", "classification"): _POOLS_PAD,
+        ("gpt2", "reward"): _POOLS_PAD,
+        ("llama", "reward"): _POOLS_PAD,
         ("t5", "classification"): "transformers' T5ForSequenceClassification does not accept input embeddings",
     }
     merge_note = "its soft prompt is extra input, not a change to any weight"

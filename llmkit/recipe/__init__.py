@@ -1,10 +1,12 @@
-"""The recipe: schema (`schema`, `sections`, `training`, `trl`, `distill`), the task and format registries (`tasks`,
-`formats`), reading YAML (`loading`), error wording (`wording`) and the rendered reference (`explain`, `matrix`).
+"""The recipe: schema (`schema`, `sections`, `training`, `trl`, `rl`, `distill`), the task and format registries
+(`tasks`, `formats`), reading YAML (`loading`), error wording (`wording`) and the rendered reference (`explain`,
+`matrix`).
 
 Torch-free throughout: `llmkit validate` and `llmkit explain` never import torch.
 """
 
 from llmkit.recipe.distill import DistillSection
+from llmkit.recipe.rl import GrpoSection, RewardSection, RlooSection
 from llmkit.recipe.schema import TASK_SECTIONS, Recipe
 from llmkit.recipe.sections import (
     ClassificationSection,
@@ -28,10 +30,13 @@ __all__ = [
     "DpoSection",
     "EvaluationSection",
     "GenerationSection",
+    "GrpoSection",
     "KtoSection",
     "ModelSection",
     "OrpoSection",
     "Recipe",
+    "RewardSection",
+    "RlooSection",
     "TaskSpec",
     "TrainingSection",
 ]

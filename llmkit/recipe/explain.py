@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from llmkit.methods import METHODS
+from llmkit.recipe.rl import LengthPenalty, Reward
 from llmkit.recipe.schema import TASK_SECTIONS, Recipe
 from llmkit.recipe.tasks import tasks_using
 from llmkit.recipe.training import TrainingSection
@@ -39,6 +40,8 @@ def reference() -> str:
     parts += _section("training", TrainingSection, doc=(TrainingSection.__doc__ or "").strip())
     for name, cls in TASK_SECTIONS.items():  # each read only by the tasks that list it
         parts += _section(f"{name} (task: {', '.join(tasks_using(name))})", cls, doc=(cls.__doc__ or "").strip())
+    for title, cls in (("grpo / rloo rewards: each reward", Reward), ("rewards: length_penalty", LengthPenalty)):
+        parts += _section(title, cls, doc=(cls.__doc__ or "").strip())
     return "\n".join(parts).rstrip() + "\n"
 
 

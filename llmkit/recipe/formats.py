@@ -128,6 +128,33 @@ def _check_preference(row: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _check_prompt(row: Mapping[str, Any]) -> str | None:
+    """A prompt to answer: a non-empty string, or chat messages that end with the user's (or system's) turn. Any
+    other column passes through to the reward functions."""
+    prompt = row.get("prompt")
+    if isinstance(prompt, list):
+        problem = _check_messages(prompt, "prompt")
+        if problem is None and prompt[-1]["role"] == "assistant":
+            return "the last message of 'prompt' is the assistant's; a prompt ends with a user (or system) message"
+        return problem
+    return _strings("prompt")(row)
+
+
+def _scored(check_prompt: Callable[[Mapping[str, Any]], str | None]) -> Callable[[Mapping[str, Any]], str | None]:
+    """`llmkit predict` on a reward model: the prompt, and a `response` to score or a `chosen` / `rejected` pair to
+    compare."""
+
+    def check(row: Mapping[str, Any]) -> str | None:
+        answers = ("response",) if row.get("response") is not None else ("chosen", "rejected")
+        if any(row.get(name) is None for name in answers):
+            return "row has no 'response' to score (nor a 'chosen' and 'rejected' pair to compare)"
+        if any(isinstance(row[name], list) for name in answers):  # chat messages: checked as a pair is
+            return _check_preference({**row, "chosen": row[answers[0]], "rejected": row[answers[-1]]})
+        return check_prompt(row) or _strings(*answers)(row)
+
+    return check
+
+
 FORMATS: dict[str, Format] = {
     "alpaca": Format(
         required=("instruction", "output"),
@@ -172,15 +199,23 @@ FORMATS: dict[str, Format] = {
     ),
     "preference": Format(
         required=("chosen", "rejected"),
-        optional=("prompt",),
+        optional=("prompt", "response"),
         doc="prompt / chosen / rejected as text, or as chat messages (TRL's layout); the model learns to prefer chosen",
         check_row=_check_preference,
+        check_input=_scored(_strings("prompt")),
     ),
     "alpaca_preference": Format(
         required=("instruction", "chosen", "rejected"),
-        optional=("input",),
+        optional=("input", "response"),
         doc="instruction / optional input / chosen / rejected; the prompt is built as for alpaca",
         check_row=_strings("instruction", "chosen", "rejected", optional=("input",)),
+        check_input=_scored(_strings("instruction", optional=("input",))),
+    ),
+    "prompt": Format(
+        required=("prompt",),
+        optional=(),
+        doc="a prompt (text or chat messages) for the model to answer; other columns (an answer) go to the rewards",
+        check_row=_check_prompt,
     ),
     "rationale": Format(
         required=("input", "label", "rationale"),
@@ -190,7 +225,9 @@ FORMATS: dict[str, Format] = {
     ),
 }
 
-# Formats by what a row holds: text to generate, a labelled text, a preference pair (data.identical_pairs applies).
+# Formats by what a row holds: text to generate, a labelled text, a preference pair (data.identical_pairs applies),
+# a prompt for the model to answer (online RL).
 TEXT_FORMATS = ("alpaca", "chat", "text")
 LABEL_FORMATS = ("classification", "sentence-pair")
 PAIR_FORMATS = ("preference", "alpaca_preference")
+PROMPT_FORMATS = ("prompt",)

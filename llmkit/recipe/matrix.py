@@ -13,7 +13,7 @@ from llmkit.methods.base import MethodConfig
 from llmkit.recipe.distill import family_student_task
 from llmkit.recipe.tasks import TASKS, head_task
 
-TASK_NAMES = ("sft", "classification", "seq2seq", "dpo", "distill")
+TASK_NAMES = ("sft", "classification", "seq2seq", "dpo", "reward", "grpo", "distill")
 
 
 def supported(method: type[MethodConfig], family: str, task: str) -> bool:
@@ -53,7 +53,8 @@ def markdown() -> str:
         lines.append(f"| `{name}` | " + " | ".join(cells) + f" | {merge} |")
     lines += [
         "",
-        "`dpo` stands for the preference tasks (`orpo` and `kto` take the same methods). A `distill` student is a "
+        "`dpo` stands for the preference tasks (`orpo` and `kto` take the same methods), `grpo` for the online ones "
+        "(`rloo` takes the same). A `distill` student is a "
         "classifier for bert, a rationale student for t5 and a causal LM (or a classifier) for gpt2 and llama; "
         "each cell holds where the method fits that student's own task too.",
         "",

@@ -19,6 +19,7 @@ from llmkit.methods import METHODS, MethodBlock
 from llmkit.recipe import loading, wording
 from llmkit.recipe.distill import DistillSection
 from llmkit.recipe.formats import PAIR_FORMATS
+from llmkit.recipe.rl import GrpoSection, RewardSection, RlooSection
 from llmkit.recipe.sections import (
     ClassificationSection,
     DataSection,
@@ -31,12 +32,15 @@ from llmkit.recipe.tasks import TASKS, formats_for_task, tasks_using
 from llmkit.recipe.training import TrainingSection, training_key_problems
 from llmkit.recipe.trl import TRL_SECTIONS, DpoSection, KtoSection, OrpoSection
 
+# Sections of TRL config keys, each checked against its TRL config class by name.
+TRL_KEYED = {**TRL_SECTIONS, "reward": RewardSection, "grpo": GrpoSection, "rloo": RlooSection}
+
 # Optional sections that only some tasks use; a task lists the ones it uses in TaskSpec.sections.
 TASK_SECTIONS: dict[str, type[Section] | type[Any]] = {
     "classification": ClassificationSection,
     "generation": GenerationSection,
     "evaluation": EvaluationSection,
-    **TRL_SECTIONS,
+    **TRL_KEYED,
     "distill": DistillSection,
 }
 
@@ -53,6 +57,9 @@ class Recipe(Section):
     dpo: DpoSection | None = Field(None, description="task dpo: trl DPOConfig keys (beta, loss_type, ...)")
     orpo: OrpoSection | None = Field(None, description="task orpo: trl ORPOConfig keys (beta)")
     kto: KtoSection | None = Field(None, description="task kto: trl KTOConfig keys (beta, desirable_weight, ...)")
+    reward: RewardSection | None = Field(None, description="task reward: trl RewardConfig keys")
+    grpo: GrpoSection | None = Field(None, description="task grpo: the rewards, and trl GRPOConfig keys")
+    rloo: RlooSection | None = Field(None, description="task rloo: the rewards, and trl RLOOConfig keys")
     distill: DistillSection | None = Field(None, description="task distill: teacher, alpha, temperature, ...")
     classification: ClassificationSection | None = Field(None, description="task classification: labels, balance")
     generation: GenerationSection | None = Field(None, description="tasks seq2seq and sft: decoding settings")
@@ -154,7 +161,7 @@ class Recipe(Section):
             return cls.model_validate(data, context={"saved_run": saved_run})
         except ValidationError as exc:
             key_checks = {"training": training_key_problems}
-            key_checks.update({name: section.key_problems for name, section in TRL_SECTIONS.items()})
+            key_checks.update({name: section.key_problems for name, section in TRL_KEYED.items()})
             problems = wording.explain(
                 exc,
                 data,

@@ -73,7 +73,9 @@ class DataSection(Section):
         default_factory=dict, description="map a format field to your column name, e.g. {output: answer}"
     )
     template: Literal["auto", "chat", "alpaca"] = Field(
-        "auto", description="alpaca rows: 'chat' uses the tokenizer's chat template, 'alpaca' the Alpaca prompt"
+        "auto",
+        description="alpaca rows: 'chat' uses the tokenizer's chat template, 'alpaca' the Alpaca prompt; text prompts "
+        "(format prompt) become a user turn on 'chat', and on 'auto' when the tokenizer has a chat template",
     )
     system_prompt: str | None = Field(None, description="system message for chat-template prompts")
     max_length: int = Field(512, gt=0, description="tokens per example after templating")
@@ -117,8 +119,10 @@ class DataSection(Section):
             raise ValueError("packing needs overlong: drop, truncate or split, not error")
         if self.packing and self.format not in TEXT_FORMATS:
             raise ValueError(f"packing applies to text-generation formats only, not format '{self.format}'; remove it")
-        if self.system_prompt is not None and self.format not in ("alpaca", "chat"):
-            raise ValueError(f"system_prompt applies to formats alpaca and chat, not '{self.format}'; remove it")
+        if self.system_prompt is not None and self.format not in ("alpaca", "chat", "prompt"):
+            raise ValueError(
+                f"system_prompt applies to formats alpaca, chat and prompt, not '{self.format}'; remove it"
+            )
         if self.source_prefix is not None and self.format != "seq2seq":
             raise ValueError(f"source_prefix applies to format seq2seq only, not '{self.format}'; remove it")
         if self.max_target_length is not None and self.format not in ("seq2seq", "rationale"):

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from llmkit.recipe import distill
-from llmkit.recipe.formats import LABEL_FORMATS, PAIR_FORMATS, TEXT_FORMATS
+from llmkit.recipe import distill, rl
+from llmkit.recipe.formats import LABEL_FORMATS, PAIR_FORMATS, PROMPT_FORMATS, TEXT_FORMATS
 
 if TYPE_CHECKING:
     from llmkit.recipe.schema import Recipe
@@ -43,6 +43,20 @@ def _preference(name: str, doc: str) -> TaskSpec:
     """The preference tasks share a runner (TRL's trainers) and data; each reads its own TRL section."""
     return TaskSpec(
         module="preference", families=GENERATIVE, head="causal_lm", formats=PAIR_FORMATS, doc=doc, sections=(name,)
+    )
+
+
+def _online(name: str, doc: str) -> TaskSpec:
+    """GRPO and RLOO share a runner (TRL's trainers), prompts and rewards; each reads its own section (and generation,
+    for llmkit predict / generate)."""
+    return TaskSpec(
+        module="grpo",
+        families=GENERATIVE,
+        head="causal_lm",
+        formats=PROMPT_FORMATS,
+        doc=doc,
+        sections=(name, "generation"),
+        check=rl.check_online,
     )
 
 
@@ -81,6 +95,20 @@ TASKS: dict[str, TaskSpec] = {
     "kto": _preference(
         "kto", "Kahneman-Tversky optimisation on answers marked good or bad (TRL KTOTrainer); pairs are unpaired"
     ),
+    "reward": TaskSpec(
+        module="reward",
+        families=("bert", "gpt2", "llama"),
+        head="seq_cls",
+        formats=PAIR_FORMATS,
+        doc="a reward model: one score per text, trained so chosen answers outscore rejected ones (TRL RewardTrainer)",
+        sections=("reward",),
+        check_family=rl.check_reward_family,
+    ),
+    "grpo": _online(
+        "grpo",
+        "online RL: each prompt's sampled completions are scored by rewards against their group (TRL GRPOTrainer)",
+    ),
+    "rloo": _online("rloo", "online RL with a leave-one-out baseline per prompt (TRL RLOOTrainer); rewards as grpo"),
     "distill": TaskSpec(
         module="distill",
         families=("bert", "gpt2", "llama", "t5"),

@@ -52,6 +52,7 @@ class TrlSection(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     upstream: ClassVar[tuple[str, str]]  # (file inside trl, config class)
+    owned: ClassVar[dict[str, str]] = OWNED_TRL_KEYS  # keys llmkit sets from elsewhere, and where
 
     @model_validator(mode="after")
     def _known_keys(self) -> TrlSection:
@@ -67,8 +68,8 @@ class TrlSection(BaseModel):
         training = config_fields("transformers", "training_args.py", "TrainingArguments") or frozenset()
         problems = {}
         for key in keys:
-            if key in OWNED_TRL_KEYS:
-                problems[key] = OWNED_TRL_KEYS[key]
+            if key in cls.owned:
+                problems[key] = cls.owned[key]
             elif key in training:
                 problems[key] = "a training argument; put it under training"
             elif own is not None and key not in own and key not in cls.model_fields:

@@ -68,7 +68,17 @@ def explain(
         located.append((loc, message, got))
     merged = _merge_union_members(located)
     merged.sort(key=lambda item: line_of(item[0], lines, touched))
-    return [f"{where(loc, source, lines, touched)}{'.'.join(loc) or 'recipe'}: {msg}" for loc, msg in merged]
+    return [f"{where(loc, source, lines, touched)}{_keyed(loc, msg)}" for loc, msg in merged]
+
+
+def _keyed(loc: Loc, message: str) -> str:
+    """`key.path: message`; a rule across sections names its key itself (`grpo.num_generations: ...`)."""
+    if not loc and _KEY_FIRST.match(message):
+        return message
+    return f"{'.'.join(loc) or 'recipe'}: {message}"
+
+
+_KEY_FIRST = re.compile(r"^[a-z_]+(\.[\w]+)*: ")
 
 
 # pydantic names the member of a plain union (`str | list[str]`) a value failed as the last part of its location.

@@ -73,7 +73,7 @@ def run(env: RunEnv) -> TaskResult:
     model = built.model
     kwargs: dict[str, Any] = {}
     if task != "orpo":  # ORPO has no reference model
-        kwargs["ref_model"] = None if _is_peft(model) else frozen_reference(env, tokenizer)
+        kwargs["ref_model"] = None if is_peft(model) else frozen_reference(env, tokenizer)
     trainer = trainer_class(
         model=model,
         args=args,
@@ -84,7 +84,9 @@ def run(env: RunEnv) -> TaskResult:
     )
     if task != "orpo":
         copy = "a frozen copy of the base model"
-        say(f"reference: {use_disabled_adapter(model, prepared.train[0], tokenizer) if _is_peft(model) else copy}")
+        probe = tokenize_pair(prepared.train[0], tokenizer)
+        probe_ids = probe["prompt_ids"] + probe["chosen_ids"]
+        say(f"reference: {use_disabled_adapter(model, probe_ids) if is_peft(model) else copy}")
 
     metrics: dict[str, Any] = {}
     if held_out:
@@ -100,7 +102,7 @@ def run(env: RunEnv) -> TaskResult:
             f"(before: {metrics['preference_accuracy_before']:.3f})"
             + (f"; reward accuracy {accuracy:.3f}" if accuracy is not None else "")
         )
-    if _is_peft(model) and "ref" in model.peft_config:
+    if is_peft(model) and "ref" in model.peft_config:
         model.delete_adapter("ref")  # TRL's frozen copy of the initial adapter is not part of the result
     return TaskResult(metrics, built, tokenizer, data=prepared.sources)
 
@@ -125,20 +127,19 @@ def frozen_reference(env: RunEnv, tokenizer: PreTrainedTokenizerBase) -> Any:
     return reference.eval()
 
 
-def _is_peft(model: Any) -> bool:
+def is_peft(model: Any) -> bool:
     return hasattr(model, "peft_config") and hasattr(model, "disable_adapter")
 
 
 @torch.no_grad()
-def use_disabled_adapter(model: Any, pair: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> str:
-    """Make the base with the adapter disabled the reference, if that is the initial policy.
+def use_disabled_adapter(model: Any, probe_ids: list[int]) -> str:
+    """Make the base with the adapter disabled the reference, if that is the initial policy (checked on `probe_ids`).
 
-    TRL copies a model's adapter into a frozen "ref" adapter, meant for re-training an existing adapter. A fresh
-    LoRA adapter is the identity (B = 0), so disabling it gives the same reference with no copy; an adapter that
+    TRL (DPO, GRPO) copies a model's adapter into a frozen "ref" adapter, meant for re-training an existing adapter. A
+    fresh LoRA adapter is the identity (B = 0), so disabling it gives the same reference with no copy; an adapter that
     changes the output from the start (prompt tuning, PiSSA init) keeps TRL's copy, which is the initial policy.
     """
-    ids = tokenize_pair(pair, tokenizer)
-    probe = torch.tensor([(ids["prompt_ids"] + ids["chosen_ids"])[:64]], device=model.device)
+    probe = torch.tensor([probe_ids[:64]], device=model.device)
     was_training = model.training
     model.eval()  # no dropout: the two outputs differ only by the adapter
     with_adapter = model(input_ids=probe).logits
