@@ -30,6 +30,8 @@ def fit(
     `evaluate()` call before `train()` marks the model as prepared by accelerate without DDP, and every process
     would then train on its own.
     """
+    if trainer.eval_dataset is not None and not getattr(trainer, "weighs_eval_loss", False):
+        raise TypeError("a task's trainer must go through llmkit.heldout.weigh_eval_loss (eval_loss over the split)")
     for callback in built.callbacks:
         trainer.add_callback(callback)
     start = _StartOfTraining()
