@@ -96,7 +96,14 @@ def weigh_eval_loss(trainer: Any, count: Counter) -> Any:
 
     def evaluation_loop(*args: Any, metric_key_prefix: str = "eval", **kwargs: Any) -> Any:
         means.reset()
-        output = loop(*args, metric_key_prefix=metric_key_prefix, **kwargs)
+        # Each process's batch loss must be the mean over its own batch: with average_tokens_across_devices,
+        # transformers divides it by every process's count instead (a training-time normalisation).
+        settings, averaged = trainer.args, trainer.args.average_tokens_across_devices
+        settings.average_tokens_across_devices = False
+        try:
+            output = loop(*args, metric_key_prefix=metric_key_prefix, **kwargs)
+        finally:
+            settings.average_tokens_across_devices = averaged
         if means.counts:
             output.metrics[f"{metric_key_prefix}_loss"] = means.mean("loss")
         return output
