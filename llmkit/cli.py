@@ -61,6 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="a finished run directory, or <run>/checkpoints/checkpoint-N")
     p.add_argument("--split", choices=("train", "validation", "test"), help="default: test if the recipe has one")
     p.add_argument("--output", help="JSON file to write (default: eval-<split>.json in the checkpoint directory)")
+    p.add_argument(
+        "--samples",
+        type=positive,
+        metavar="N",
+        help="sft, seq2seq: also generate for the split's first N prompts; prompt, reference and generation side by "
+        "side in samples-<split>.jsonl next to the JSON, and a preview",
+    )
+
     p = sub.add_parser(
         "benchmark",
         help="lm-evaluation-harness tasks on a run or any decoder; --baseline adds the run's base model and the delta",
@@ -191,7 +199,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     recipe = _load(args)
     from llmkit.evaluation import evaluate_checkpoint
 
-    report, _ = evaluate_checkpoint(recipe, args.checkpoint, args.split, args.output)
+    report, _ = evaluate_checkpoint(recipe, args.checkpoint, args.split, args.output, args.samples)
     print(json.dumps(report, indent=2))
     return 0
 

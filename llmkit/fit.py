@@ -12,6 +12,7 @@ import transformers
 
 from llmkit.console import describe, is_main_process, say
 from llmkit.metrics import evaluate_split, headline, measurements
+from llmkit.plots import loss_curve
 from llmkit.run import BuiltModel, RunEnv
 
 
@@ -58,6 +59,7 @@ def fit(
     if is_main_process():
         history = trainer.state.log_history
         (env.run.work / "train_log.jsonl").write_text("".join(json.dumps(entry) + "\n" for entry in history))
+        loss_curve(history, env.run.work / "loss.png", f"{env.recipe.task} · {env.recipe.model.name}")
     if test:
         metrics.update(evaluate_split(trainer, test, "test"))
         say(f"test: {headline(metrics, 'test', headline_keys)}")
