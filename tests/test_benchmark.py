@@ -196,3 +196,29 @@ def test_recipe_benchmarks_run_after_training_against_the_base(tiny_dirs, instru
     code, _, stderr = run_cli("train", str(write_recipe(tmp_path, recipe)))
     assert code != 0 and "evaluation.benchmarks: task 'hellaswag' reads its data from the Hugging Face hub" in stderr
     assert not (tmp_path / "other").exists() and not (tmp_path / "other.incomplete").exists()
+
+
+def test_a_prompt_tuned_model_is_read_at_its_inputs_positions():
+    """peft returns logits for prompt tuning's virtual tokens too, ahead of the input's; the harness itself skips
+    them (so llmkit passes prompt-tuned runs as they are): its log-likelihood of a continuation equals the one
+    computed here from the model's output past those tokens."""
+    import torch
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+    from peft import PromptTuningConfig, get_peft_model
+
+    from llmkit.testing import tiny_model, tiny_tokenizer
+
+    tokenizer = tiny_tokenizer("llama")
+    model = get_peft_model(tiny_model("llama"), PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3)).eval()
+    context, continuation = "Name a colour.", " Blue sky"
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=1)
+    request = Instance(request_type="loglikelihood", doc={}, arguments=(context, continuation), idx=0)
+    ((harness_logp, _greedy),) = lm.loglikelihood([request])
+
+    ids = lm.tok_encode(context + continuation)  # as the harness splits a pair: the whole, less the context's tokens
+    n = len(ids) - len(lm.tok_encode(context))
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids])).logits[0, 3:].log_softmax(-1)  # past the 3 virtual tokens
+    expected = sum(float(logits[i - 1, ids[i]]) for i in range(len(ids) - n, len(ids)))
+    assert harness_logp == pytest.approx(expected, rel=1e-5)
