@@ -53,8 +53,13 @@ def _assert_invariant(metrics: dict, by_size: dict, keys=("eval_loss",)) -> None
 def test_sft_loss_is_the_mean_over_predicted_tokens(tiny_dirs, instructions_small, tmp_path, monkeypatch):
     recipe = sft_recipe(tiny_dirs["llama"], instructions_small, tmp_path / "run", method="full")
     recipe["data"]["max_eval_samples"] = 10
+    recipe["training"].update(metric_for_best_model="loss", eval_steps=2)  # an evaluation during training, at step 2
     metrics, by_size, trainer = _train_and_evaluate(monkeypatch, "sft", recipe)
     _assert_invariant(metrics, by_size)
+    # What the best-model / early-stopping logic and the trackers (the log) saw is the same figure.
+    assert trainer.state.best_metric == metrics["eval_loss"]
+    logged = [e["eval_loss"] for e in trainer.state.log_history if "eval_loss" in e]
+    assert logged[:2] == [metrics["eval_loss_before"], metrics["eval_loss"]]
 
     # By hand: every held-out example alone, cross-entropy summed over the tokens it predicts, over their count.
     model, total, count = trainer.model.eval(), 0.0, 0
