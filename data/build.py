@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 from sklearn.model_selection import train_test_split
@@ -147,8 +148,60 @@ def verdict_summaries() -> None:
     (OUT / "verdict-summaries.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+MMLU_CHOICES = re.compile(r"^\(A\) (.+?) \(B\) (.+?) \(C\) (.+?) \(D\) (.+?)$")  # one line, or one line each:
+MMLU_CHOICE = re.compile(r"^\(([ABCD])\) (.+)$")
+MMLU_ANSWER = re.compile(r"The answer is \(([ABCD])\)\.?\s*$")
+
+
+def mmlu_question(block: str) -> tuple[str, list[str], int] | None:
+    """One 'Q: ...\n(A) .. (D) ..\nA: ... The answer is (X).' block → (question, choices, answer index), or None when
+    it does not parse cleanly: other than four choices (A)-(D) on one line or on four lines of their own, no final
+    answer, a control character other than a line break or a tab, or a LaTeX command cut by a line break after a $
+    (its backslash escape was lost, and half of the previous answer's explanation went into the question)."""
+    question, sep, answer = block.partition("\nA: ")
+    lines = question.split("\n")
+    final = MMLU_ANSWER.search(answer)
+    if one_line := MMLU_CHOICES.match(lines[-1]):
+        text, choices = lines[:-1], list(one_line.groups())
+    else:
+        each = [MMLU_CHOICE.match(line) for line in lines[-4:]]
+        if not all(each) or [m.group(1) for m in each] != list("ABCD"):
+            return None
+        text, choices = lines[:-4], [m.group(2) for m in each]
+    text = "\n".join(text).strip()
+    if not sep or not final or not text or re.search(r"\$\n[a-z]", question):
+        return None
+    if any(ord(c) < 32 and c not in "\n\t" for c in question):
+        return None
+    return text, choices, "ABCD".index(final.group(1))
+
+
+def mmlu_dev() -> None:
+    """The MMLU dev questions (5 per subject, 57 subjects) that lm-evaluation-harness carries as chain-of-thought
+    prompts in lm_eval/tasks/mmlu/flan_cot_fewshot/_cot_prompts.json, as an offline lm-eval task's data: subject,
+    question, four choices, answer index. Needs the lm-eval package (pip install 'llmkit[eval]')."""
+    import lm_eval
+
+    source = Path(lm_eval.__file__).parent / "tasks" / "mmlu" / "flan_cot_fewshot" / "_cot_prompts.json"
+    prompts = json.loads(source.read_text(encoding="utf-8"))
+    rows, blocks = [], 0
+    for subject, prompt in prompts.items():
+        for block in prompt.split("\n\nQ: ")[1:]:
+            blocks += 1
+            parsed = mmlu_question(block.strip())
+            if parsed:
+                question, choices, answer = parsed
+                rows.append(
+                    {"subject": subject.replace("_", " "), "question": question, "choices": choices, "answer": answer}
+                )
+    target = OUT / "mmlu-dev" / "mmlu_dev.jsonl"
+    target.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    print(f"mmlu-dev: kept {len(rows)} of {blocks} questions from {len(prompts)} subjects")
+
+
 if __name__ == "__main__":
     sms_spam()
     response_quality()
     verdict_summaries()
+    mmlu_dev()
     print("wrote data/sms-spam/, data/response-quality/, data/verdict-summaries.jsonl")

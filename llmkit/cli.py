@@ -61,6 +61,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="a finished run directory, or <run>/checkpoints/checkpoint-N")
     p.add_argument("--split", choices=("train", "validation", "test"), help="default: test if the recipe has one")
     p.add_argument("--output", help="JSON file to write (default: eval-<split>.json in the checkpoint directory)")
+    p.add_argument(
+        "--samples",
+        type=positive,
+        metavar="N",
+        help="sft, seq2seq: also generate for the split's first N prompts; prompt, reference and generation side by "
+        "side in samples-<split>.jsonl next to the JSON, and a preview",
+    )
+
+    p = sub.add_parser(
+        "benchmark",
+        help="lm-evaluation-harness tasks on a run or any decoder; --baseline adds the run's base model and the delta",
+    )
+    p.add_argument("model", help="a finished run directory, a packaged:<alias>, a model directory or a hub id")
+    p.add_argument(
+        "--tasks",
+        action="append",
+        required=True,
+        help="lm-eval task or group names, each NAME or NAME:N-SHOT; local task files (.yaml); or the preset "
+        "open-llm-leaderboard (arc_challenge:25, hellaswag:10, mmlu:5, truthfulqa_mc2:0); comma-separated or repeated",
+    )
+    p.add_argument("--num-fewshot", "--num_fewshot", type=int, help="n-shot for the tasks that do not give one")
+    p.add_argument("--limit", type=float, help="examples per task (a fraction if below 1): quick checks, not figures")
+    p.add_argument("--batch-size", "--batch_size", type=positive, default=1, help="requests per forward (default 1)")
+    p.add_argument(
+        "--apply-chat-template", "--apply_chat_template", action="store_true", help="prompt in the chat template"
+    )
+    p.add_argument(
+        "--fewshot-as-multiturn",
+        "--fewshot_as_multiturn",
+        action=argparse.BooleanOptionalAction,
+        help="few-shot examples as chat turns (default: on with --apply-chat-template, as in lm_eval)",
+    )
+    p.add_argument("--baseline", action="store_true", help="also evaluate the model the run was trained from")
+    p.add_argument("--log-samples", "--log_samples", action="store_true", help="also write every sample's log")
+    p.add_argument("--output", help="JSON file to write (default: benchmark.json in a run directory)")
 
     p = sub.add_parser("predict", help="labels, reward scores or generations for every row of a file, as JSON lines")
     _recipe_args(p)
@@ -164,8 +199,31 @@ def cmd_eval(args: argparse.Namespace) -> int:
     recipe = _load(args)
     from llmkit.evaluation import evaluate_checkpoint
 
-    report, _ = evaluate_checkpoint(recipe, args.checkpoint, args.split, args.output)
+    report, _ = evaluate_checkpoint(recipe, args.checkpoint, args.split, args.output, args.samples)
     print(json.dumps(report, indent=2))
+    return 0
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from llmkit.benchmark.harness import Settings
+    from llmkit.benchmark.report import table
+    from llmkit.benchmark.run import benchmark
+
+    limit = args.limit
+    settings = Settings(
+        limit=int(limit) if limit is not None and limit >= 1 and limit.is_integer() else limit,
+        batch_size=args.batch_size,
+        apply_chat_template=args.apply_chat_template,
+        fewshot_as_multiturn=args.fewshot_as_multiturn,
+        log_samples=args.log_samples,
+    )
+    outcome = benchmark(
+        args.model, args.tasks, num_fewshot=args.num_fewshot, settings=settings, baseline=args.baseline,
+        output=args.output,
+    )  # fmt: skip
+    print(table(outcome.rows))
+    for path in outcome.written:
+        print(f"wrote {path}")
     return 0
 
 
@@ -223,6 +281,7 @@ COMMANDS = {
     "explain": cmd_explain,
     "inspect-data": cmd_inspect_data,
     "eval": cmd_eval,
+    "benchmark": cmd_benchmark,
     "predict": cmd_predict,
     "generate": cmd_generate,
     "merge": cmd_merge,

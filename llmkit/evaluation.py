@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmkit import samples as generated
 from llmkit.console import say, set_verbosity
 from llmkit.data.load import load_split
 from llmkit.errors import LlmkitError, RecipeError
@@ -80,11 +81,18 @@ def find_checkpoint(path: str | os.PathLike[str], task: str) -> Checkpoint:
 
 
 def evaluate_checkpoint(
-    recipe: Recipe, checkpoint: str | os.PathLike[str], split: str | None = None, output: str | None = None
+    recipe: Recipe,
+    checkpoint: str | os.PathLike[str],
+    split: str | None = None,
+    output: str | None = None,
+    samples: int | None = None,
 ) -> tuple[dict[str, Any], Path]:
     """Metrics of `checkpoint` on `split` (default: test if the recipe has one, else validation), written to
-    `output` (default: eval-<split>.json in the checkpoint directory). Returns the metrics and where they went."""
+    `output` (default: eval-<split>.json in the checkpoint directory). Returns the metrics and where they went.
+    `samples`: also generate for the split's first N prompts, next to the reference (samples-<split>.jsonl)."""
     task = evaluator(recipe.task)
+    if samples:
+        generated.check(recipe)
     set_verbosity()
     distributed_state(recipe)  # the task's Trainer reuses the process state (use_configured_state), as in training
     found = find_checkpoint(checkpoint, recipe.task)
@@ -99,6 +107,9 @@ def evaluate_checkpoint(
     with tempfile.TemporaryDirectory() as scratch:
         metrics = task.evaluate(found.env(recipe, scratch), trained, rows, PREFIX[split])
     report = {"checkpoint": str(checkpoint), "split": split, "data": rows.name, "rows": len(rows), **metrics}
+    if samples:
+        path = target.with_name(f"samples-{split}.jsonl")
+        report["samples"] = str(generated.write(recipe, trained, rows.rows[:samples], rows.where[:samples], path))
     write_json(target, report)
     say(f"wrote {target}")
     return report, target

@@ -1,7 +1,8 @@
 """Optional dependencies (pyproject's extras): what each brings, and the one sentence that installs a missing one.
 
-Not every user needs GGUF files, 4-bit quantisation or hub metrics, so those packages are extras; code that needs one
-asks `missing(...)` first and turns the answer into its own error, naming the recipe key that needs it.
+Not every user needs GGUF files, 4-bit quantisation, hub metrics or lm-evaluation-harness, so those packages are
+extras; code that needs one asks `missing(...)` first and turns the answer into its own error, naming the recipe key
+or command that needs it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ EXTRAS = {
     "gguf": ("gguf", "a .gguf model (and packaged:smollm2-135m-instruct)"),
     "bitsandbytes": ("qlora", "qlora"),
     "evaluate": ("metrics", "evaluation.extra_metrics"),
+    "lm_eval": ("eval", "llmkit benchmark (and evaluation.benchmarks)"),
 }
 
 

@@ -12,6 +12,7 @@ import transformers
 
 from llmkit.console import describe, is_main_process, say
 from llmkit.metrics import evaluate_split, headline, measurements
+from llmkit.plots import loss_curve
 from llmkit.run import BuiltModel, RunEnv
 
 
@@ -30,6 +31,8 @@ def fit(
     `evaluate()` call before `train()` marks the model as prepared by accelerate without DDP, and every process
     would then train on its own.
     """
+    if trainer.eval_dataset is not None and not getattr(trainer, "weighs_eval_loss", False):
+        raise TypeError("a task's trainer must go through llmkit.heldout.weigh_eval_loss (eval_loss over the split)")
     for callback in built.callbacks:
         trainer.add_callback(callback)
     start = _StartOfTraining()
@@ -56,6 +59,7 @@ def fit(
     if is_main_process():
         history = trainer.state.log_history
         (env.run.work / "train_log.jsonl").write_text("".join(json.dumps(entry) + "\n" for entry in history))
+        loss_curve(history, env.run.work / "loss.png", f"{env.recipe.task} · {env.recipe.model.name}")
     if test:
         metrics.update(evaluate_split(trainer, test, "test"))
         say(f"test: {headline(metrics, 'test', headline_keys)}")

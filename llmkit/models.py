@@ -208,8 +208,7 @@ def load_trained(
     of the run's trainer checkpoints (`<run>/checkpoints/checkpoint-N`) to load instead of the final weights; with
     `merged=True` the method folds its weights into the base instead (`llmkit merge`)."""
 
-    from llmkit.families import resolve_model
-    from llmkit.methods import MethodContext, read_run
+    from llmkit.methods import read_run
 
     run_dir = Path(run_dir)
     info, method = read_run(run_dir)
@@ -221,16 +220,25 @@ def load_trained(
     if method.saves_full_model:
         model = HEADS[info["head"]].from_pretrained(weights, **kwargs)
     else:
-        section = ModelSection(**info["base_model"])
-        base = resolve_base(section, resolve_model(section.name, section.gguf_file, section.revision))
-        ctx = MethodContext(
-            family=info["family"],
-            task=info["task"],
-            head=info["head"],
-            model_type=info["model_type"],
-            model_name=section.name,
-            model_path=base.path,
-        )
+        base, ctx = run_base(info)
         base_model = load_model(base, info["head"], tokenizer, **kwargs, **method.load_kwargs(ctx))
         model = method.merged(base_model, weights) if merged else method.reload(base_model, weights)
     return Trained(model.eval(), tokenizer, info)
+
+
+def run_base(info: dict[str, Any]) -> tuple[ResolvedModel, Any]:
+    """The base model a run (its llmkit.json) was trained from, and the method context it was loaded in."""
+    from llmkit.families import resolve_model
+    from llmkit.methods import MethodContext
+
+    section = ModelSection(**info["base_model"])
+    base = resolve_base(section, resolve_model(section.name, section.gguf_file, section.revision))
+    ctx = MethodContext(
+        family=info["family"],
+        task=info["task"],
+        head=info["head"],
+        model_type=info["model_type"],
+        model_name=section.name,
+        model_path=base.path,
+    )
+    return base, ctx

@@ -12,7 +12,7 @@ from typing import Any
 
 from llmkit import models, outputs, tasks
 from llmkit.console import say, set_verbosity
-from llmkit.errors import RecipeError, first_line
+from llmkit.errors import LlmkitError, RecipeError, first_line
 from llmkit.outputs import RunDir
 from llmkit.recipe import Recipe
 from llmkit.run import RunEnv, distributed_state, method_context, resource_metrics, save_run
@@ -64,6 +64,7 @@ def train(recipe: Recipe, source: str | None = None) -> RunResult:
     except (ValueError, TypeError) as exc:
         raise RecipeError(f"method: {first_line(exc)}", source) from None
     task = tasks.get(recipe.task)
+    benchmarks = _benchmarks(recipe, source)  # every task checked before training, so a bad one costs nothing
 
     fresh = not run.work.exists()
     if state.is_main_process:
@@ -78,11 +79,31 @@ def train(recipe: Recipe, source: str | None = None) -> RunResult:
             run.discard()  # nothing worth resuming: leave no trace of the failed run
         raise
     metrics = {**result.metrics, **resource_metrics(result.built)}
+    manifest_extra = {}
+    if benchmarks is not None and state.is_main_process:
+        from llmkit.benchmark.run import after_training
+
+        metrics["benchmarks"], provenance = after_training(env, result, benchmarks)
+        manifest_extra["benchmarks"] = [provenance]
     metrics["wall_time_s"] = round(time.time() - started, 2)
     metrics["processes"] = state.num_processes
     state.wait_for_everyone()  # the main process has saved the model
     if state.is_main_process:
-        run.finish(metrics, {**outputs.manifest(source, result.data, started), **result.manifest})
+        run.finish(metrics, {**outputs.manifest(source, result.data, started), **result.manifest, **manifest_extra})
     state.wait_for_everyone()
     say(f"done: {run.final}")
     return RunResult(run.final, metrics, result.built.model, result.tokenizer)
+
+
+def _benchmarks(recipe: Recipe, source: str | None) -> Any:
+    """The recipe's `evaluation.benchmarks` as the harness resolves them, or None when it lists none."""
+    if recipe.evaluation is None or not recipe.evaluation.benchmarks:
+        return None
+    from llmkit.benchmark.run import prepare
+
+    try:
+        return prepare(recipe)
+    except RecipeError:
+        raise
+    except LlmkitError as exc:
+        raise RecipeError(str(exc), source) from None

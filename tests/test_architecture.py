@@ -130,6 +130,7 @@ from transformers import Trainer
 
 from llmkit.data.collate import Collator
 from llmkit.fit import fit
+from llmkit.heldout import predicted_tokens, weigh_eval_loss
 from llmkit.run import RunEnv, TaskResult, build_model, total_steps, training_args
 from llmkit.tasks.sft import prepare
 
@@ -146,6 +147,7 @@ def run(env: RunEnv) -> TaskResult:
         eval_dataset=data.held_out,
         data_collator=Collator(tokenizer.pad_token_id),
     )
+    weigh_eval_loss(trainer, predicted_tokens)  # eval_loss: the mean over the held-out split's predicted tokens
     return TaskResult(fit(trainer, env, built), built, tokenizer, data=data.sources)
 '''
 LM_REGISTRY_LINE = (

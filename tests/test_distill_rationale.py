@@ -153,7 +153,7 @@ def test_two_task_loss_is_label_loss_plus_weighted_rationale_loss():
     items = [{"label": examples[0], "rationale": examples[1]}]
     batch = TwoTaskCollator(Collator(0))(items)
     assert batch["task"].tolist() == [0, 1]
-    loss, _, parts, _ = TwoTasks(weight=0.3, causal=True)(model, dict(batch), None)
+    loss, _, parts = TwoTasks(weight=0.3, causal=True)(model, dict(batch), None)
 
     def mean_ce(example):
         ids = torch.tensor([example["input_ids"]])
@@ -161,7 +161,9 @@ def test_two_task_loss_is_label_loss_plus_weighted_rationale_loss():
 
     expected = mean_ce(examples[0]) + 0.3 * mean_ce(examples[1])
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
-    assert parts["label_loss"] == pytest.approx(mean_ce(examples[0]).item(), rel=1e-5)  # summed over 1 input
+    total, counts = parts["label_loss"]  # a sum over the label task's 3 target tokens, and that count per input
+    assert counts.tolist() == [3] and parts["rationale_loss"][1].tolist() == [3]
+    assert (total / counts.sum()).item() == pytest.approx(mean_ce(examples[0]).item(), rel=1e-5)
 
 
 def rationale_recipe(model_dir, data, output_dir) -> dict:

@@ -1,4 +1,5 @@
-"""The same recipe on 1 or N processes: a 2-process data-parallel run (gloo, CPU) must match a 1-process run."""
+"""The same recipe on 1 or N processes: a 2-process data-parallel run (gloo, CPU) must match a 1-process run, in its
+weights and in its held-out loss (summed over both processes' batches, not one process's own)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,10 @@ def test_two_processes_equal_one_with_the_same_global_batch(tiny_dirs, instructi
     for procs, per_device in ((1, 4), (2, 2)):
         recipe = sft_recipe(tiny_dirs["gpt2"], instructions_small, tmp_path / f"out{procs}", method="full")
         recipe["training"].update(per_device_train_batch_size=per_device, max_steps=4, learning_rate=5e-3)
+        # 12 held-out examples in batches of 4: on 2 processes the last step gives the second one a batch of repeats,
+        # which must not count.
+        recipe["training"]["per_device_eval_batch_size"] = 4
+        recipe["data"]["max_eval_samples"] = 12
         path = write_recipe(tmp_path, recipe, f"r{procs}.yaml")
         launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}"]
         done = subprocess.run(
@@ -30,6 +35,8 @@ def test_two_processes_equal_one_with_the_same_global_batch(tiny_dirs, instructi
     assert (one["processes"], two["processes"]) == (1, 2)
     assert one["train_tokens"] == two["train_tokens"], "the two processes together saw the same examples"
     assert two["train_loss"] == pytest.approx(one["train_loss"], rel=1e-5)
+    assert two["eval_loss_before"] == pytest.approx(one["eval_loss_before"], rel=1e-5)
+    assert two["eval_loss"] == pytest.approx(one["eval_loss"], rel=1e-4)
     a, b = load_file(runs[1] / "model.safetensors"), load_file(runs[2] / "model.safetensors")
     for name in a:  # gradients were averaged across processes: one model, not two diverging ones
         assert torch.allclose(a[name], b[name], atol=1e-4), name

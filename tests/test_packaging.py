@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = ROOT / "pyproject.toml"
 CONSTRAINTS = ROOT / "constraints-cpu.txt"
 MAKEFILE = ROOT / "Makefile"
-OPTIONAL = {"gguf": "gguf", "qlora": "bitsandbytes", "metrics": "evaluate"}  # extra -> the package it brings
+OPTIONAL = {"gguf": "gguf", "qlora": "bitsandbytes", "metrics": "evaluate", "eval": "lm-eval"}  # extra -> its package
 # The user's own torch in the install test: the oldest one the stack accepts (transformers 5.23 wants >=2.6).
 USER_TORCH = Version("2.6.0")
 

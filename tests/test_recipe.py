@@ -181,14 +181,17 @@ def test_validate_reports_all_errors_without_traceback(tmp_path):
     assert "2 recipe errors" in err and "model.dtyp" in err and "missing.json" in err
 
 
-def test_validate_does_not_import_torch(tmp_path):
-    path = write_recipe(tmp_path, _minimal(tmp_path, method="lora"))
-    code = (
-        "import sys; from llmkit.cli import main; rc = main(['validate', sys.argv[1]]); "
-        "assert 'torch' not in sys.modules, 'validate imported torch'; sys.exit(rc)"
-    )
+def test_validate_and_help_import_neither_torch_nor_the_harness(tmp_path):
+    recipe = _minimal(tmp_path, method="lora")
+    recipe["evaluation"] = {"benchmarks": [str(REPO / "data" / "mmlu-dev" / "mmlu_dev.yaml"), "hellaswag:10"]}
+    path = write_recipe(tmp_path, recipe)
+    check = "heavy = [m for m in ('torch', 'lm_eval') if m in sys.modules]; assert not heavy, heavy"
+    code = f"import sys; from llmkit.cli import main; rc = main(['validate', sys.argv[1]]); {check}; sys.exit(rc)"
     done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+    code = f"import sys; from llmkit.cli import main\ntry: main(['--help'])\nexcept SystemExit: {check}"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0 and "benchmark" in done.stdout, done.stderr
 
 
 @pytest.mark.parametrize("recipe", sorted((REPO / "recipes").glob("*.yaml")), ids=lambda p: p.name)

@@ -1,6 +1,9 @@
 """transformers' Trainer with a loss of llmkit's own: the one Trainer subclass, because distillation's losses really
 differ (one reads a second model's logits, the other weighs two tasks). Loop, accumulation and checkpoints are
 upstream's; a loss is a small callable, and the trainer logs its named parts (e.g. ce and kl) next to the loss.
+
+Held-out figures are over the whole split (`llmkit.heldout`): each part is a sum over its positions divided by their
+count over the split, and `eval_loss` is the loss's own combination of those means (`combine`).
 """
 
 from __future__ import annotations
@@ -15,9 +18,12 @@ import transformers
 
 from llmkit.data.tokens import IGNORE_INDEX
 from llmkit.distill.loss import distillation_loss, scored_positions
+from llmkit.heldout import SplitMeans, examples, predicted_tokens
 
-# A loss: (model, inputs, num_items_in_batch) → (loss, model outputs, {part: sum}, positions the sums are over)
-LossFn = Callable[[Any, dict[str, Any], Any], tuple[torch.Tensor, Any, dict[str, float], int]]
+# A part of a loss: its sum over the batch, and how many positions each item of the batch contributes to it.
+Parts = dict[str, tuple[torch.Tensor, torch.Tensor]]
+# A loss: (model, inputs, num_items_in_batch) → (loss, model outputs, parts); it also has `combine(part means)`.
+LossFn = Callable[[Any, dict[str, Any], Any], tuple[torch.Tensor, Any, Parts]]
 
 
 class TeacherCollator:
@@ -45,7 +51,8 @@ class SoftTargets:
     def __init__(self, teacher: Any, alpha: float, temperature: float, causal: bool):
         self.teacher, self.alpha, self.temperature, self.causal = teacher, alpha, temperature, causal
 
-    def __call__(self, model: Any, inputs: dict[str, Any], num_items: Any) -> tuple[torch.Tensor, Any, dict, int]:
+    def __call__(self, model: Any, inputs: dict[str, Any], num_items: Any) -> tuple[torch.Tensor, Any, Parts]:
+        counts = predicted_tokens(inputs) if self.causal else examples(inputs)
         labels = inputs.pop("labels")
         teacher_logits = inputs.pop("teacher_logits", None)
         outputs = model(**inputs)
@@ -57,7 +64,11 @@ class SoftTargets:
         parts = distillation_loss(
             student[:, :vocab], teacher[:, :vocab], targets, self.alpha, self.temperature, num_items
         )
-        return parts.loss, outputs, {"ce": float(parts.ce), "kl": float(parts.kl)}, parts.count
+        return parts.loss, outputs, {"ce": (parts.ce, counts), "kl": (parts.kl, counts)}
+
+    def combine(self, means: dict[str, float]) -> float:
+        """The loss over a split, from its parts' means over the split's positions."""
+        return self.alpha * means["ce"] + (1 - self.alpha) * self.temperature**2 * means["kl"]
 
 
 class TwoTasks:
@@ -71,7 +82,7 @@ class TwoTasks:
     def __init__(self, weight: float, causal: bool):
         self.weight, self.causal = weight, causal
 
-    def __call__(self, model: Any, inputs: dict[str, Any], num_items: Any) -> tuple[torch.Tensor, Any, dict, int]:
+    def __call__(self, model: Any, inputs: dict[str, Any], num_items: Any) -> tuple[torch.Tensor, Any, Parts]:
         task = inputs.pop("task")
         labels = (
             inputs["labels"] if not self.causal else inputs.pop("labels")
@@ -82,15 +93,22 @@ class TwoTasks:
         per_token = F.cross_entropy(
             logits.float().transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none"
         )
-        counts = [(targets[task == i] != IGNORE_INDEX).sum() for i in (0, 1)]
-        label_loss, rationale_loss = (per_token[task == i].sum() / counts[i].clamp(min=1) for i in (0, 1))
+        row_counts = (targets != IGNORE_INDEX).sum(-1)  # the collator puts every input's label row, then its rationale
+        sums = [per_token[task == i].sum() for i in (0, 1)]
+        counts = [row_counts[task == i] for i in (0, 1)]
+        label_loss, rationale_loss = (sums[i] / counts[i].sum().clamp(min=1) for i in (0, 1))
         loss = label_loss + self.weight * rationale_loss
-        n = len(task) // 2  # inputs in the batch: parts are weighted by them, as the Trainer weighs eval_loss
-        return loss, outputs, {"label_loss": label_loss.item() * n, "rationale_loss": rationale_loss.item() * n}, n
+        parts = {"label_loss": (sums[0].detach(), counts[0]), "rationale_loss": (sums[1].detach(), counts[1])}
+        return loss, outputs, parts
+
+    def combine(self, means: dict[str, float]) -> float:
+        return means["label_loss"] + self.weight * means["rationale_loss"]
 
 
 class LossTrainer(transformers.Trainer):
     """A Trainer whose loss is `loss` (SoftTargets or TwoTasks) and which reports the loss's parts per position."""
+
+    weighs_eval_loss = True  # eval_loss is the loss over the whole split, from its parts (`llmkit.heldout`)
 
     def __init__(self, *args: Any, loss: LossFn, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -99,37 +117,36 @@ class LossTrainer(transformers.Trainer):
         teacher = getattr(loss, "teacher", None)
         if teacher is not None:
             loss.teacher = teacher.to(self.args.device)
-        self._sums: dict[str, dict[str, float]] = {"train": defaultdict(float), "eval": defaultdict(float)}
+        self._train_sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])  # per logging window: sum, count
+        self._held_out = SplitMeans(self.accelerator.gather_for_metrics)
 
     def compute_loss(
         self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
     ) -> Any:
-        loss, outputs, parts, count = self.loss(model, dict(inputs), num_items_in_batch)
+        loss, outputs, parts = self.loss(model, dict(inputs), num_items_in_batch)
         global_count = getattr(self.loss, "by_num_items", False) and num_items_in_batch is not None
         if self.args.average_tokens_across_devices and global_count:
             loss = loss * self.accelerator.num_processes  # the count is global; DDP averages the gradients
-        sums = self._sums["train" if model.training else "eval"]
-        for key, value in parts.items():
-            sums[key] += value
-        sums["n"] += count
+        if model.training:
+            for key, (total, counts) in parts.items():
+                self._train_sums[key][0] += float(total)
+                self._train_sums[key][1] += float(counts.sum())
+        else:
+            self._held_out.add(parts)
         return (loss, outputs) if return_outputs else loss
-
-    def _mean_parts(self, mode: str) -> dict[str, float]:
-        sums = self._sums[mode]
-        n = sums.pop("n", 0)
-        out = {key: value / n for key, value in sums.items()} if n else {}
-        sums.clear()
-        return out
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if self.model.training:
-            logs.update(self._mean_parts("train"))
+            logs.update({key: total / n for key, (total, n) in self._train_sums.items() if n})
+            self._train_sums.clear()
         super().log(logs, start_time)
 
-    def evaluation_loop(self, *args: Any, **kwargs: Any) -> Any:
-        """Adds the loss's parts to the evaluation metrics, so they are logged and reported with eval_loss."""
-        self._sums["eval"].clear()
-        output = super().evaluation_loop(*args, **kwargs)
-        prefix = kwargs.get("metric_key_prefix", "eval")
-        output.metrics.update({f"{prefix}_{key}": value for key, value in self._mean_parts("eval").items()})
+    def evaluation_loop(self, *args: Any, metric_key_prefix: str = "eval", **kwargs: Any) -> Any:
+        """The loss and its parts over the whole split, so they are logged and reported that way."""
+        self._held_out.reset()
+        output = super().evaluation_loop(*args, metric_key_prefix=metric_key_prefix, **kwargs)
+        means = self._held_out.means()
+        if means:
+            output.metrics.update({f"{metric_key_prefix}_{key}": value for key, value in means.items()})
+            output.metrics[f"{metric_key_prefix}_loss"] = self.loss.combine(means)
         return output

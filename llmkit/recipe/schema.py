@@ -28,7 +28,7 @@ from llmkit.recipe.sections import (
     ModelSection,
     Section,
 )
-from llmkit.recipe.tasks import TASKS, formats_for_task, tasks_using
+from llmkit.recipe.tasks import METRIC_TASKS, TASKS, formats_for_task, tasks_using
 from llmkit.recipe.training import TrainingSection, training_key_problems
 from llmkit.recipe.trl import TRL_SECTIONS, DpoSection, KtoSection, OrpoSection
 
@@ -63,7 +63,9 @@ class Recipe(Section):
     distill: DistillSection | None = Field(None, description="task distill: teacher, alpha, temperature, ...")
     classification: ClassificationSection | None = Field(None, description="task classification: labels, balance")
     generation: GenerationSection | None = Field(None, description="tasks seq2seq and sft: decoding settings")
-    evaluation: EvaluationSection | None = Field(None, description="tasks classification and seq2seq: extra metrics")
+    evaluation: EvaluationSection | None = Field(
+        None, description="extra metrics (classification, seq2seq) and lm-eval benchmarks after training (decoders)"
+    )
 
     @field_validator(*TASK_SECTIONS)
     @classmethod
@@ -110,9 +112,28 @@ class Recipe(Section):
                 "data.identical_pairs applies to preference data only (format preference or alpaca_preference)"
             )
         problems = spec.check(self) if spec.check else []
+        problems += self.evaluation_problems(None)
         if problems:
             raise ValueError(problems[0])
         return self
+
+    def evaluation_problems(self, family: str | None) -> list[str]:
+        """Extra metrics need a task that computes metrics; benchmarks need a language model (a causal LM head)."""
+        section = self.evaluation
+        if section is None:
+            return []
+        if section.extra_metrics and self.task not in METRIC_TASKS:
+            return [
+                f"evaluation.extra_metrics: task {self.task} reports a held-out loss only, which `evaluate` metrics "
+                f"cannot add to; remove extra_metrics (tasks {', '.join(METRIC_TASKS)} take them)"
+            ]
+        if section.benchmarks and (head := self.head(family)) != "causal_lm":
+            return [
+                f"evaluation.benchmarks: task {self.task} here trains a {head} model, and the harness scores language "
+                "models by next-token likelihood; remove benchmarks (sft, dpo, orpo, kto and decoder distillation "
+                "take them)"
+            ]
+        return []
 
     # ------------------------------------------------------------------ loading
 
@@ -202,6 +223,8 @@ class Recipe(Section):
         problems += self.method.problems(family, self.task, ref.model_type)
         if spec.check_family:
             problems += spec.check_family(self, family, ref.model_type)
+        if family is not None:
+            problems += self.evaluation_problems(family)
         return list(dict.fromkeys(problems))
 
     def head(self, family: str | None) -> str:

@@ -12,6 +12,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from llmkit.errors import did_you_mean
+from llmkit.extras import missing
+from llmkit.recipe.benchmarks import problems
 from llmkit.recipe.formats import FORMATS, TEXT_FORMATS
 
 DATA_SPLITS = ("train", "validation", "test")  # data sources a recipe can name; a string is shorthand for {path: …}
@@ -198,9 +200,30 @@ class GenerationSection(Section):
 
 
 class EvaluationSection(Section):
-    """Extra metrics for users who are online. llmkit's own metrics (scikit-learn, rouge-score) never need the hub."""
+    """Extra metrics for users who are online (llmkit's own metrics never need the hub), and lm-evaluation-harness
+    benchmarks run on the trained model and its base after training."""
 
     extra_metrics: list[str] = Field(
         default_factory=list,
-        description="Hugging Face `evaluate` metrics to add, by hub name (needs the hub) or local script path",
+        description="tasks classification, seq2seq, distill: Hugging Face `evaluate` metrics to add, by hub name "
+        "(needs the hub) or local script path",
     )
+    benchmarks: list[str] = Field(
+        default_factory=list,
+        description="decoders: lm-evaluation-harness tasks run on the trained model and its base after training, "
+        "as `llmkit benchmark RUN --tasks ... --baseline` would (NAME or NAME:N-SHOT, a local task file, or "
+        "open-llm-leaderboard); needs pip install 'llmkit[eval]'",
+    )
+    benchmark_limit: float | None = Field(
+        None, gt=0, description="examples per benchmark task (a fraction if below 1): for quick checks, not figures"
+    )
+
+    @field_validator("benchmarks")
+    @classmethod
+    def _benchmarks(cls, value: list[str]) -> list[str]:
+        found = problems(value, key="") if value else []
+        if found:
+            raise ValueError(found[0].removeprefix(": "))
+        if value and (problem := missing("lm_eval")):
+            raise ValueError(problem)
+        return value

@@ -42,7 +42,12 @@ class TaskSpec:
 def _preference(name: str, doc: str) -> TaskSpec:
     """The preference tasks share a runner (TRL's trainers) and data; each reads its own TRL section."""
     return TaskSpec(
-        module="preference", families=GENERATIVE, head="causal_lm", formats=PAIR_FORMATS, doc=doc, sections=(name,)
+        module="preference",
+        families=GENERATIVE,
+        head="causal_lm",
+        formats=PAIR_FORMATS,
+        doc=doc,
+        sections=(name, "evaluation"),  # evaluation: benchmarks after training
     )
 
 
@@ -67,7 +72,7 @@ TASKS: dict[str, TaskSpec] = {
         head="causal_lm",
         formats=TEXT_FORMATS,
         doc="supervised fine-tuning of a decoder on instructions, chats or plain text",
-        sections=("generation",),
+        sections=("generation", "evaluation"),  # evaluation: benchmarks after training
         packs=True,
     ),
     "classification": TaskSpec(
@@ -115,12 +120,16 @@ TASKS: dict[str, TaskSpec] = {
         head="causal_lm",
         formats=(*TEXT_FORMATS, *LABEL_FORMATS, "rationale"),
         doc="a student learns from a frozen teacher's soft targets, or from the teacher's rationales",
-        sections=("distill", "classification", "evaluation"),  # a classifier student: labels and extra metrics
+        sections=("distill", "classification", "evaluation"),  # classifier students: labels, extra metrics
         check=distill.check,
         check_family=distill.check_family,
         head_for=distill.student_head,
     ),
 }
+
+
+# Tasks whose evaluation computes metrics `evaluation.extra_metrics` can add to (a distillation's, for a classifier).
+METRIC_TASKS = ("classification", "seq2seq", "distill")
 
 
 def formats_for_task(task: str) -> list[str]:

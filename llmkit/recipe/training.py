@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from llmkit.errors import did_you_mean
 from llmkit.recipe.wording import unknown_keys
@@ -22,6 +23,15 @@ OWNED_TRAINING_KEYS = {
     "predict_with_generate": "task seq2seq always generates when it evaluates; set decoding in the generation section",
     "generation_max_length": "set generation.max_new_tokens instead",
     "generation_num_beams": "set generation.num_beams instead",
+}
+
+
+# Trackers transformers logs to (`report_to`), the modules any of which it needs, and what to pip install.
+TRACKERS = {
+    "tensorboard": (("tensorboard", "tensorboardX"), "tensorboard"),
+    "wandb": (("wandb",), "wandb"),
+    "mlflow": (("mlflow",), "mlflow"),
+    "trackio": (("trackio",), "trackio"),
 }
 
 
@@ -52,11 +62,23 @@ class TrainingSection(BaseModel):
     gradient_checkpointing: bool | None = None
     bf16: bool | None = None
     fp16: bool | None = None
-    report_to: str | list[str] | None = None
+    report_to: str | list[str] | None = Field(
+        None, description="trackers transformers logs to: tensorboard, wandb, mlflow, trackio, ... (default none)"
+    )
     dataloader_num_workers: int | None = Field(None, ge=0)
     resume_from_checkpoint: bool | str | None = Field(
         None, description="true: continue from the last checkpoint in output_dir; or a checkpoint path"
     )
+
+    @field_validator("report_to")
+    @classmethod
+    def _trackers_installed(cls, value: str | list[str] | None) -> str | list[str] | None:
+        """A tracker transformers cannot import would fail after the model loaded; say so at validate."""
+        for name in [value] if isinstance(value, str) else value or []:
+            modules, package = TRACKERS.get(name, ((), ""))
+            if modules and not any(importlib.util.find_spec(m) for m in modules):
+                raise ValueError(f"'{name}' needs the {package} package: pip install {package} (or remove it)")
+        return value
 
     @model_validator(mode="after")
     def _known_keys(self) -> TrainingSection:

@@ -22,6 +22,8 @@ from llmkit.data.prepared import Prepared, add_test, prepare_examples
 from llmkit.data.sources import Rows
 from llmkit.data.tokens import LengthPolicy, TokenStats
 from llmkit.fit import fit
+from llmkit.heldout import examples as per_example
+from llmkit.heldout import weigh_eval_loss
 from llmkit.losses import batch_loss
 from llmkit.metrics import ExtraMetrics, compute_classification, evaluate_split
 from llmkit.models import Trained
@@ -78,13 +80,14 @@ def label_kwargs(names: list[str]) -> dict[str, Any]:
 
 
 def _trainer(model: Any, tokenizer: Any, extra: ExtraMetrics, **kwargs: Any) -> Trainer:
-    return Trainer(
+    trainer = Trainer(
         model=model,
         data_collator=DataCollatorWithPadding(tokenizer),
         processing_class=tokenizer,
         compute_metrics=compute_classification(extra),
         **kwargs,
     )
+    return weigh_eval_loss(trainer, per_example)
 
 
 def run(env: RunEnv) -> TaskResult:

@@ -21,6 +21,7 @@ from llmkit.console import say
 from llmkit.data.preference import build_pairs, tokenize_pair
 from llmkit.data.prepared import Prepared, prepare_splits
 from llmkit.fit import fit
+from llmkit.heldout import weigh_eval_loss
 from llmkit.run import RunEnv, TaskResult, build_model, total_steps, training_args
 
 REWARD_KEYS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
@@ -82,6 +83,7 @@ def run(env: RunEnv) -> TaskResult:
         processing_class=tokenizer,
         **kwargs,
     )
+    weigh_eval_loss(trainer, _items(task))
     if task != "orpo":
         copy = "a frozen copy of the base model"
         probe = tokenize_pair(prepared.train[0], tokenizer)
@@ -105,6 +107,16 @@ def run(env: RunEnv) -> TaskResult:
     if is_peft(model) and "ref" in model.peft_config:
         model.delete_adapter("ref")  # TRL's frozen copy of the initial adapter is not part of the result
     return TaskResult(metrics, built, tokenizer, data=prepared.sources)
+
+
+def _items(task: str) -> Any:
+    """What TRL's per-batch loss is a mean over: pairs (DPO's batch holds the chosen rows, then the rejected ones;
+    ORPO's the chosen ones as their own tensor), or answers for KTO."""
+    if task == "kto":
+        return lambda inputs: torch.ones(len(inputs["label"]), dtype=torch.long)
+    if task == "orpo":
+        return lambda inputs: torch.ones(len(inputs["chosen_input_ids"]), dtype=torch.long)
+    return lambda inputs: torch.ones(len(inputs["input_ids"]) // 2, dtype=torch.long)
 
 
 def trl_defaults(env: RunEnv) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from llmkit.data.sources import Rows
 from llmkit.data.tokens import IGNORE_INDEX
 from llmkit.fit import fit
 from llmkit.generation import check_generation, configure, generate
+from llmkit.heldout import target_tokens, weigh_eval_loss
 from llmkit.losses import batch_loss
 from llmkit.metrics import ExtraMetrics, compute_rouge, evaluate_split
 from llmkit.models import Trained
@@ -47,7 +48,7 @@ def _args(env: RunEnv, evaluate: bool = False) -> Seq2SeqTrainingArguments:
 
 def _trainer(env: RunEnv, model: Any, tokenizer: Any, args: Seq2SeqTrainingArguments, **kwargs: Any) -> Seq2SeqTrainer:
     configure(model, env.recipe.generation, tokenizer)
-    return Seq2SeqTrainer(
+    trainer = Seq2SeqTrainer(
         model=model,
         args=args,
         # With `model`, the collator builds decoder_input_ids from the labels, which llmkit's loss needs: the labels
@@ -58,6 +59,7 @@ def _trainer(env: RunEnv, model: Any, tokenizer: Any, args: Seq2SeqTrainingArgum
         compute_loss_func=batch_loss(label_smoothing=args.label_smoothing_factor),
         **kwargs,
     )
+    return weigh_eval_loss(trainer, target_tokens)
 
 
 def run(env: RunEnv) -> TaskResult:

@@ -20,6 +20,7 @@ from llmkit.data.sources import Rows
 from llmkit.data.tokens import LengthPolicy
 from llmkit.fit import fit
 from llmkit.generation import configure, generate
+from llmkit.heldout import predicted_tokens, weigh_eval_loss
 from llmkit.metrics import evaluate_split
 from llmkit.models import Trained, stop_token_ids
 from llmkit.recipe import Recipe
@@ -67,16 +68,16 @@ def run(env: RunEnv) -> TaskResult:
 
     args = training_args(env, evaluate=bool(held_out))
     built = build_model(env, tokenizer, total_steps=total_steps(len(train), args))
-    trainer = Trainer(
-        model=built.model,
-        args=args,
-        train_dataset=train,
-        eval_dataset=held_out or None,
-        data_collator=Collator(tokenizer.pad_token_id),
-        processing_class=tokenizer,
-    )
+    trainer = _trainer(built.model, tokenizer, args, train_dataset=train, eval_dataset=held_out or None)
     metrics = fit(trainer, env, built)
     return TaskResult(metrics, built, tokenizer, data=prepared.sources)
+
+
+def _trainer(model: Any, tokenizer: PreTrainedTokenizerBase, args: Any, **kwargs: Any) -> Trainer:
+    trainer = Trainer(
+        model=model, args=args, data_collator=Collator(tokenizer.pad_token_id), processing_class=tokenizer, **kwargs
+    )
+    return weigh_eval_loss(trainer, predicted_tokens)
 
 
 # ---------------------------------------------------------------- llmkit eval / llmkit predict / llmkit generate
@@ -86,12 +87,7 @@ def evaluate(env: RunEnv, trained: Trained, rows: Rows, prefix: str) -> dict[str
     """Loss (response tokens only, as in training) and perplexity on `rows` (`llmkit eval`)."""
     examples, _, stats = build_examples(rows.rows, rows.where, **text_options(env, trained.tokenizer))
     say(f"{prefix}: {stats.summary(rows.name)}")
-    trainer = Trainer(
-        model=trained.model,
-        args=training_args(env),
-        data_collator=Collator(trained.tokenizer.pad_token_id),
-        processing_class=trained.tokenizer,
-    )
+    trainer = _trainer(trained.model, trained.tokenizer, training_args(env))
     metrics = evaluate_split(trainer, examples, prefix)
     metrics[f"{prefix}_perplexity"] = math.exp(metrics[f"{prefix}_loss"])
     return metrics
