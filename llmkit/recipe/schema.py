@@ -130,8 +130,8 @@ class Recipe(Section):
         if section.benchmarks and (head := self.head(family)) != "causal_lm":
             return [
                 f"evaluation.benchmarks: task {self.task} here trains a {head} model, and the harness scores language "
-                "models by next-token likelihood; remove benchmarks (sft, dpo, orpo, kto and decoder distillation "
-                "take them)"
+                "models by next-token likelihood; remove benchmarks (sft, dpo, orpo, kto, grpo, rloo and decoder "
+                "distillation take them)"
             ]
         return []
 
