@@ -260,3 +260,12 @@ def test_an_override_that_creates_a_section_is_blamed_on_the_override(tmp_path):
         Recipe.from_yaml(path, ["method.r=4", "training.foo.bar=1"])
     assert "(command-line override) method: method needs a name (e.g. method.name=lora)" in str(info.value)
     assert "(command-line override) training.foo: unknown key" in str(info.value)
+
+
+@pytest.mark.parametrize("steps", ["-5", "0"])
+def test_a_step_count_below_one_other_than_minus_one_is_refused(tmp_path, steps):
+    """transformers runs the epochs for any max_steps below 1, so `training.max_steps=-5` used to start a full run."""
+    path = write_recipe(tmp_path, _minimal(tmp_path))
+    code, _, err = run_cli("validate", str(path), f"training.max_steps={steps}")
+    assert code == 2 and f"training.max_steps: {steps} is not a number of steps" in err and "-1" in err
+    assert Recipe.from_yaml(path, ["training.max_steps=-1"]).training.max_steps == -1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from llmkit.errors import did_you_mean
 from llmkit.recipe.wording import unknown_keys
@@ -57,6 +57,17 @@ class TrainingSection(BaseModel):
     resume_from_checkpoint: bool | str | None = Field(
         None, description="true: continue from the last checkpoint in output_dir; or a checkpoint path"
     )
+
+    @field_validator("max_steps")
+    @classmethod
+    def _step_count(cls, value: int | None) -> int | None:
+        """transformers treats every max_steps below 1 as "run the epochs"; only -1 says so on purpose."""
+        if value is not None and value < 1 and value != -1:
+            raise ValueError(
+                f"{value} is not a number of steps; use a positive number, or -1 (or leave it unset) to run "
+                "num_train_epochs"
+            )
+        return value
 
     @model_validator(mode="after")
     def _known_keys(self) -> TrainingSection:
