@@ -28,12 +28,18 @@ def positive(text: str) -> int:
 
 def _recipe_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", help="path to a recipe YAML file")
-    parser.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="key.path=value",
-        help="override recipe values, e.g. training.max_steps=10 output_dir=/tmp/run",
-    )
+    _overrides(parser, "override recipe values, e.g. training.max_steps=10 output_dir=/tmp/run")
+
+
+def _run_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", help="a finished run (output_dir of llmkit train) or <run>/checkpoints/checkpoint-N")
+    _overrides(parser, "change the run's recipe, e.g. data.test=new.jsonl generation.max_new_tokens=32")
+    parser.add_argument("--recipe", help="read data and settings from this recipe instead of the run's own")
+    parser.add_argument("--checkpoint", help=argparse.SUPPRESS)  # llmkit 0.1's shape, answered by _run_first
+
+
+def _overrides(parser: argparse.ArgumentParser, help: str) -> None:
+    parser.add_argument("overrides", nargs="*", metavar="key.path=value", help=help)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,18 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("train", "validation"), default="train")
     p.add_argument("--tokens", action="store_true", help="also list every token with its label")
 
-    p = sub.add_parser("eval", help="a trained model's task metrics on one split of the recipe's data, as JSON")
-    _recipe_args(p)
-    p.add_argument("--checkpoint", required=True, help="a finished run directory, or <run>/checkpoints/checkpoint-N")
+    p = sub.add_parser("eval", help="a finished run's task metrics on one split of its data, as JSON")
+    _run_args(p)
     p.add_argument("--split", choices=("train", "validation", "test"), help="default: test if the recipe has one")
-    p.add_argument("--output", help="JSON file to write (default: eval-<split>.json in the checkpoint directory)")
+    p.add_argument("--output", help="JSON file to write (default: eval-<split>.json in the run directory)")
 
     p = sub.add_parser("predict", help="labels or generations for every row of a file, as JSON lines")
-    _recipe_args(p)
-    p.add_argument("--checkpoint", required=True, help="a finished run directory, or <run>/checkpoints/checkpoint-N")
-    p.add_argument("--input", required=True, help="rows in the recipe's format (jsonl, csv, tsv, txt, json, parquet)")
+    _run_args(p)
+    p.add_argument("--input", required=True, help="rows in the run's format (jsonl, csv, tsv, txt, json, parquet)")
     p.add_argument("--output", required=True, help="JSON lines file to create: each input row plus its prediction")
-    p.add_argument("--batch-size", type=int, default=16, help="rows per forward pass (default 16)")
+    p.add_argument("--batch-size", type=positive, default=16, help="rows per forward pass (default 16)")
 
     p = sub.add_parser("generate", help="generate text from a finished sft or seq2seq run, in its prompt template")
     p.add_argument("run_dir", help="the run's output directory")
@@ -95,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Like parse_args, but key=value overrides may also follow the options (`eval r.yaml --checkpoint d k=v`)."""
+    """Like parse_args, but key=value overrides may also follow the options (`eval RUN --split test k=v`)."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
@@ -160,20 +164,30 @@ def cmd_inspect_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    recipe = _load(args)
-    from llmkit.evaluation import evaluate_checkpoint
+def _run_first(args: argparse.Namespace) -> None:
+    """llmkit 0.1 took the recipe first (`llmkit eval RECIPE --checkpoint RUN`); say the new shape in one sentence."""
+    if args.checkpoint is not None or args.run.endswith((".yaml", ".yml")):
+        run = args.checkpoint or "RUN"
+        raise LlmkitError(
+            f"llmkit {args.command} takes the run directory first: llmkit {args.command} {run} ... (it reads "
+            f"{run}/recipe.yaml; add --recipe R.yaml to read data and settings from another recipe)."
+        )
 
-    report, _ = evaluate_checkpoint(recipe, args.checkpoint, args.split, args.output)
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    _run_first(args)
+    from llmkit.evaluation import evaluate_run
+
+    report, _ = evaluate_run(args.run, args.split, args.output, args.overrides, args.recipe)
     print(json.dumps(report, indent=2))
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    recipe = _load(args)
+    _run_first(args)
     from llmkit.predict import predict_file
 
-    written = predict_file(recipe, args.checkpoint, args.input, args.output, args.batch_size)
+    written = predict_file(args.run, args.input, args.output, args.batch_size, args.overrides, args.recipe)
     print(f"{written} predictions: {args.output}")
     return 0
 

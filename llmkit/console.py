@@ -33,3 +33,5 @@ def set_verbosity() -> None:
     transformers.logging.set_verbosity_warning()
     # peft calls a transformers method deprecated for v6; the warning is theirs to fix, not the user's.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    # peft looks the base up on the hub at each save to see if the vocabulary grew; llmkit never resizes it.
+    warnings.filterwarnings("ignore", message="Could not find a config file in .* vocabulary was not modified")

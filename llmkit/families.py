@@ -114,6 +114,17 @@ def resolve_model(name: str, gguf_file: str | None = None, revision: str | None 
     return ModelRef(name, gguf_file, False, _cached_hub_model_type(name, revision))
 
 
+def portable_name(name: str) -> str:
+    """How another machine names the base model: a packaged model's hub id, a hub id as written, a local model's
+    absolute path (so a run's files do not depend on the directory it was started from)."""
+    if name.startswith(PACKAGED_PREFIX) and name[len(PACKAGED_PREFIX) :] in PACKAGED:
+        return PACKAGED[name[len(PACKAGED_PREFIX) :]].hub_id
+    path = Path(name).expanduser()
+    if looks_local(name) or path.exists():
+        return str(path.resolve())
+    return name
+
+
 def looks_local(name: str) -> bool:
     """Whether a model name can only be a local path (a hub id is `name` or `owner/name`)."""
     return name.startswith((".", "/", "~")) or os.sep + os.sep in name or name.count("/") > 1

@@ -110,6 +110,7 @@ def manifest(recipe_source: str | None, data_fingerprints: dict[str, Any], start
     return {
         "recipe": recipe_source,
         "command": sys.argv,
+        "cwd": str(Path.cwd()),  # where the recipe's relative paths start; `llmkit eval RUN` reads them from here
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "python": platform.python_version(),
@@ -119,6 +120,15 @@ def manifest(recipe_source: str | None, data_fingerprints: dict[str, Any], start
         # The project the run was started in (its recipes and data), and llmkit's own source when it is a checkout.
         "git": {"cwd": _git_state(Path.cwd()), "llmkit": _git_state(Path(__file__).resolve().parent)},
     }
+
+
+def trained_in(run_dir: str | os.PathLike[str]) -> Path | None:
+    """The directory a finished run was trained in (its manifest's cwd), or None for a run that did not record it."""
+    try:
+        cwd = json.loads((Path(run_dir) / "manifest.json").read_text()).get("cwd")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return Path(cwd) if isinstance(cwd, str) else None
 
 
 def _git_state(directory: Path) -> dict[str, Any] | None:

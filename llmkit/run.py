@@ -25,6 +25,7 @@ from transformers import PreTrainedTokenizerBase, TrainingArguments
 from llmkit import models
 from llmkit.console import is_main_process, say
 from llmkit.errors import RecipeError, first_line
+from llmkit.families import PACKAGED_PREFIX, portable_name
 from llmkit.methods import RUN_META, MethodContext
 from llmkit.outputs import RunDir
 from llmkit.recipe import TASKS, Recipe, TaskSpec
@@ -166,6 +167,8 @@ def build_model(
         model = method.apply(model, ctx)
     except ValueError as exc:  # peft's checks (e.g. target modules not found) are config errors
         raise RecipeError(f"method: {first_line(exc)}") from None
+    for config in getattr(model, "peft_config", {}).values():  # adapter_config.json: a base plain peft can load
+        config.base_model_name_or_path = portable_name(env.recipe.model.name)
     trainable, total = models.count_parameters(model)
     say(f"{method.name}: {trainable:,} of {total:,} parameters train ({100 * trainable / total:.2f}%)")
     return BuiltModel(model, head, load_kwargs, method.callbacks(model, ctx), trainable, total)
@@ -185,11 +188,16 @@ def save_run(env: RunEnv, result: TaskResult) -> None:
         "family": env.base.family,
         "model_type": env.base.model_type,
         "method": env.recipe.method.model_dump(),
-        "base_model": env.recipe.model.model_dump(),
+        # A local base by its absolute path, so the run reloads from any directory.
+        "base_model": {**env.recipe.model.model_dump(), "name": _reloadable(env.recipe.model.name)},
         "head_kwargs": built.head_kwargs,
         **result.meta,
     }
     (work / RUN_META).write_text(json.dumps(info, indent=2) + "\n")
+
+
+def _reloadable(name: str) -> str:
+    return name if name.startswith(PACKAGED_PREFIX) else portable_name(name)
 
 
 def resource_metrics(built: BuiltModel) -> dict[str, Any]:
