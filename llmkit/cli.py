@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -111,6 +112,8 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
+    if not sys.stderr.isatty():  # a log file gets plain lines, not bars redrawn with carriage returns
+        os.environ.setdefault("TQDM_DISABLE", "1")
     # bitsandbytes warns at import, on CPUs without an optional hub kernel, about a fallback it then uses correctly.
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     try:
@@ -133,13 +136,29 @@ def _load(args: argparse.Namespace):
 
 def cmd_train(args: argparse.Namespace) -> int:
     recipe = _load(args)
+    from llmkit.console import is_main_process
+    from llmkit.progress import summary
+    from llmkit.stopping import Preempted
     from llmkit.trainer import train
 
-    result = train(recipe, source=args.recipe)
-    summary = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float)) and v is not None}
-    print("\n".join(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}" for k, v in summary.items()))
-    print(f"output: {result.output_dir}")
+    try:
+        result = train(recipe, source=args.recipe)
+    except Preempted as exc:
+        raise Preempted(exc.signum, exc.step, exc.checkpoint, resume_command(args)) from None
+    if is_main_process():
+        print(summary(result.metrics))
+        print(f"output: {result.output_dir}")
     return 0
+
+
+def resume_command(args: argparse.Namespace) -> str:
+    """The command that continues a preempted run: this one, resuming (under torchrun, its worker command)."""
+    import shlex
+
+    kept = [o for o in args.overrides if not o.startswith("training.resume_from_checkpoint=")]
+    command = shlex.join(["llmkit", "train", args.recipe, *kept, "training.resume_from_checkpoint=true"])
+    world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return f"torchrun --nproc_per_node {world} -m {command}" if world > 1 else command
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

@@ -31,6 +31,8 @@ def set_verbosity() -> None:
     import transformers
 
     transformers.logging.set_verbosity_warning()
+    # Loading a checkpoint takes a second or two; its per-tensor bars are noise (GGUF dequantising says so once).
+    transformers.utils.logging.disable_progress_bar()
     # peft calls a transformers method deprecated for v6; the warning is theirs to fix, not the user's.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     # peft looks the base up on the hub at each save to see if the vocabulary grew; llmkit never resizes it.

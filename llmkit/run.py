@@ -14,6 +14,7 @@ import math
 import resource
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,7 +23,7 @@ from accelerate import PartialState
 from accelerate.utils import patch_environment
 from transformers import PreTrainedTokenizerBase, TrainingArguments
 
-from llmkit import models
+from llmkit import models, precision
 from llmkit.console import is_main_process, say
 from llmkit.errors import RecipeError, first_line
 from llmkit.families import PACKAGED_PREFIX, portable_name
@@ -68,6 +69,7 @@ class RunEnv:
     recipe: Recipe
     run: RunDir
     base: models.ResolvedModel
+    resume_from: Path | None = None  # the complete checkpoint this run continues (training.resume_from_checkpoint)
 
     @property
     def spec(self) -> TaskSpec:
@@ -111,6 +113,8 @@ def training_args(
     """Recipe keys over task defaults over llmkit defaults; upstream's own errors become RecipeErrors.
     `evaluate`: there is held-out data, so training measures it before and after."""
     own = env.recipe.training.kwargs()
+    if env.recipe.training.bf16 == "auto":  # over any task default: bf16 where the GPU has it, never on CPU
+        own["bf16"] = precision.bf16_autocast("auto", own.get("fp16"))
     wants_eval = own.get("eval_strategy", "no") != "no" or own.get("load_best_model_at_end")
     if wants_eval and not evaluate:
         raise RecipeError(
@@ -160,7 +164,8 @@ def build_model(
     transformers.set_seed(env.recipe.training.seed if env.recipe.training.seed is not None else 42)
     ctx = method_context(env, head, total_steps)
     method = env.recipe.method
-    model = models.load_model(env.base, head, tokenizer, **load_kwargs, **method.load_kwargs(ctx))
+    dtype = precision.weight_dtype(env.recipe.model.dtype, method.trains_base_weights)
+    model = models.load_model(env.base, head, tokenizer, dtype, **load_kwargs, **method.load_kwargs(ctx))
     if env.recipe.training.gradient_checkpointing:
         model.config.use_cache = False
     try:
