@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from llmkit import __version__
 from llmkit.errors import LlmkitError
 
 
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llmkit", description="Fine-tune BERT, GPT-2, T5 and Llama-style models from one YAML recipe."
     )
+    parser.add_argument("--version", action="version", version=f"llmkit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a recipe and write the model, metrics and manifest to output_dir")
@@ -55,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check a recipe (all problems at once) and print it resolved")
     _recipe_args(p)
 
-    sub.add_parser("explain", help="print every recipe key with its type, default and meaning (docs/recipe.md)")
+    p = sub.add_parser("explain", help="print every recipe key with its type, default and meaning (docs/recipe.md)")
+    p.add_argument("section", nargs="?", help="only this section: model, data, method, method.lora, training, ...")
 
     p = sub.add_parser("inspect-data", help="show one rendered training example with its label mask")
     _recipe_args(p)
@@ -82,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("merge", help="fold a finished run's adapter into its base; save a plain transformers model")
     p.add_argument("run_dir", help="a finished run (the output_dir of `llmkit train`)")
     p.add_argument("--output", required=True, help="directory for the merged model (must not exist or be empty)")
+    p.add_argument(
+        "--dtype", choices=("float32", "bfloat16", "float16"), help="dtype to write (default: the base model's)"
+    )
 
     p = sub.add_parser(
         "rationales",
@@ -171,7 +177,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     from llmkit.recipe.explain import reference
 
-    print(reference(), end="")
+    print(reference(args.section), end="")
     return 0
 
 
@@ -226,7 +232,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_merge(args: argparse.Namespace) -> int:
     from llmkit.merge import merge
 
-    print(f"output: {merge(args.run_dir, args.output)}")
+    output, dtype = merge(args.run_dir, args.output, args.dtype)
+    print(f"output: {output} ({dtype})")
     return 0
 
 
