@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check a recipe (all problems at once) and print it resolved")
     _recipe_args(p)
 
+    p = sub.add_parser("plan", help="will it fit? parameters and peak memory from the model config, no weights loaded")
+    _recipe_args(p)
+    p.add_argument("--device", help="cpu or cuda:<memory>GB, e.g. cuda:80GB (default: this machine's GPU, else cpu)")
+
     p = sub.add_parser("explain", help="print every recipe key with its type, default and meaning (docs/recipe.md)")
     p.add_argument("section", nargs="?", help="only this section: model, data, method, method.lora, training, ...")
 
@@ -174,6 +178,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    recipe = _load(args)
+    from llmkit.plan import plan, render
+
+    print(render(plan(recipe, args.device)))
+    return 0
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     from llmkit.recipe.explain import reference
 
@@ -260,6 +272,7 @@ def cmd_rationales(args: argparse.Namespace) -> int:
 COMMANDS = {
     "train": cmd_train,
     "validate": cmd_validate,
+    "plan": cmd_plan,
     "explain": cmd_explain,
     "inspect-data": cmd_inspect_data,
     "eval": cmd_eval,
