@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -124,12 +123,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
     if not sys.stderr.isatty():  # a log file gets plain lines, not bars redrawn with carriage returns
         os.environ.setdefault("TQDM_DISABLE", "1")
-    # bitsandbytes warns at import, on CPUs without an optional hub kernel, about a fallback it then uses correctly.
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     try:
         return COMMANDS[args.command](args)
     except LlmkitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every process has the same sentence to say
+            print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(

@@ -114,7 +114,7 @@ def _setup(recipe: Recipe, arch: Arch, what: Trains, dev: Device, head: str) -> 
         weight_dtype=setting,
         autocast=autocast,
         checkpointing=bool(recipe.training.gradient_checkpointing),
-        optim=recipe.training.optim or "adamw_torch",
+        optim=recipe.training.optim or "adamw_torch_fused",  # TrainingArguments' default on torch >= 2.8
         head=head,
         seq=data.max_length,
         target=(data.max_target_length or data.max_length) if head == "seq2seq_lm" else 0,
