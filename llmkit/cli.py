@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
+import os
 import sys
 from collections.abc import Sequence
 
+from llmkit import __version__
 from llmkit.errors import LlmkitError
 
 
@@ -28,18 +29,25 @@ def positive(text: str) -> int:
 
 def _recipe_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", help="path to a recipe YAML file")
-    parser.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="key.path=value",
-        help="override recipe values, e.g. training.max_steps=10 output_dir=/tmp/run",
-    )
+    _overrides(parser, "override recipe values, e.g. training.max_steps=10 output_dir=/tmp/run")
+
+
+def _run_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", help="a finished run (output_dir of llmkit train) or <run>/checkpoints/checkpoint-N")
+    _overrides(parser, "change the run's recipe, e.g. data.test=new.jsonl generation.max_new_tokens=32")
+    parser.add_argument("--recipe", help="read data and settings from this recipe instead of the run's own")
+    parser.add_argument("--checkpoint", help=argparse.SUPPRESS)  # llmkit 0.1's shape, answered by _run_first
+
+
+def _overrides(parser: argparse.ArgumentParser, help: str) -> None:
+    parser.add_argument("overrides", nargs="*", metavar="key.path=value", help=help)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llmkit", description="Fine-tune BERT, GPT-2, T5 and Llama-style models from one YAML recipe."
     )
+    parser.add_argument("--version", action="version", version=f"llmkit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a recipe and write the model, metrics and manifest to output_dir")
@@ -48,7 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check a recipe (all problems at once) and print it resolved")
     _recipe_args(p)
 
-    sub.add_parser("explain", help="print every recipe key with its type, default and meaning (docs/recipe.md)")
+    p = sub.add_parser("plan", help="will it fit? parameters and peak memory from the model config, no weights loaded")
+    _recipe_args(p)
+    p.add_argument("--device", help="cpu or cuda:<memory>GB, e.g. cuda:80GB (default: this machine's GPU, else cpu)")
+
+    p = sub.add_parser("explain", help="print every recipe key with its type, default and meaning (docs/recipe.md)")
+    p.add_argument("section", nargs="?", help="only this section: model, data, method, method.lora, training, ...")
 
     p = sub.add_parser("inspect-data", help="show one rendered training example with its label mask")
     _recipe_args(p)
@@ -56,11 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("train", "validation"), default="train")
     p.add_argument("--tokens", action="store_true", help="also list every token with its label")
 
-    p = sub.add_parser("eval", help="a trained model's task metrics on one split of the recipe's data, as JSON")
-    _recipe_args(p)
-    p.add_argument("--checkpoint", required=True, help="a finished run directory, or <run>/checkpoints/checkpoint-N")
+    p = sub.add_parser("eval", help="a finished run's task metrics on one split of its data, as JSON")
+    _run_args(p)
     p.add_argument("--split", choices=("train", "validation", "test"), help="default: test if the recipe has one")
-    p.add_argument("--output", help="JSON file to write (default: eval-<split>.json in the checkpoint directory)")
+    p.add_argument("--output", help="JSON file to write (default: eval-<split>.json in the run directory)")
     p.add_argument(
         "--samples",
         type=positive,
@@ -98,11 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="JSON file to write (default: benchmark.json in a run directory)")
 
     p = sub.add_parser("predict", help="labels, reward scores or generations for every row of a file, as JSON lines")
-    _recipe_args(p)
-    p.add_argument("--checkpoint", required=True, help="a finished run directory, or <run>/checkpoints/checkpoint-N")
-    p.add_argument("--input", required=True, help="rows in the recipe's format (jsonl, csv, tsv, txt, json, parquet)")
+    _run_args(p)
+    p.add_argument("--input", required=True, help="rows in the run's format (jsonl, csv, tsv, txt, json, parquet)")
     p.add_argument("--output", required=True, help="JSON lines file to create: each input row plus its prediction")
-    p.add_argument("--batch-size", type=int, default=16, help="rows per forward pass (default 16)")
+    p.add_argument("--batch-size", type=positive, default=16, help="rows per forward pass (default 16)")
 
     p = sub.add_parser("generate", help="generate text from a finished sft, seq2seq, grpo or rloo run, in its template")
     p.add_argument("run_dir", help="the run's output directory")
@@ -112,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("merge", help="fold a finished run's adapter into its base; save a plain transformers model")
     p.add_argument("run_dir", help="a finished run (the output_dir of `llmkit train`)")
     p.add_argument("--output", required=True, help="directory for the merged model (must not exist or be empty)")
+    p.add_argument(
+        "--dtype", choices=("float32", "bfloat16", "float16"), help="dtype to write (default: the base model's)"
+    )
 
     p = sub.add_parser(
         "rationales",
@@ -130,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Like parse_args, but key=value overrides may also follow the options (`eval r.yaml --checkpoint d k=v`)."""
+    """Like parse_args, but key=value overrides may also follow the options (`eval RUN --split test k=v`)."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
@@ -142,12 +156,13 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
-    # bitsandbytes warns at import, on CPUs without an optional hub kernel, about a fallback it then uses correctly.
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    if not sys.stderr.isatty():  # a log file gets plain lines, not bars redrawn with carriage returns
+        os.environ.setdefault("TQDM_DISABLE", "1")
     try:
         return COMMANDS[args.command](args)
     except LlmkitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every process has the same sentence to say
+            print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(
@@ -164,13 +179,29 @@ def _load(args: argparse.Namespace):
 
 def cmd_train(args: argparse.Namespace) -> int:
     recipe = _load(args)
+    from llmkit.console import is_main_process
+    from llmkit.progress import summary
+    from llmkit.stopping import Preempted
     from llmkit.trainer import train
 
-    result = train(recipe, source=args.recipe)
-    summary = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float)) and v is not None}
-    print("\n".join(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}" for k, v in summary.items()))
-    print(f"output: {result.output_dir}")
+    try:
+        result = train(recipe, source=args.recipe)
+    except Preempted as exc:
+        raise Preempted(exc.signum, exc.step, exc.checkpoint, resume_command(args)) from None
+    if is_main_process():
+        print(summary(result.metrics))
+        print(f"output: {result.output_dir}")
     return 0
+
+
+def resume_command(args: argparse.Namespace) -> str:
+    """The command that continues a preempted run: this one, resuming (under torchrun, its worker command)."""
+    import shlex
+
+    kept = [o for o in args.overrides if not o.startswith("training.resume_from_checkpoint=")]
+    command = shlex.join(["llmkit", "train", args.recipe, *kept, "training.resume_from_checkpoint=true"])
+    world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return f"torchrun --nproc_per_node {world} -m {command}" if world > 1 else command
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -180,10 +211,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    recipe = _load(args)
+    from llmkit.plan import plan, render
+
+    print(render(plan(recipe, args.device)))
+    return 0
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     from llmkit.recipe.explain import reference
 
-    print(reference(), end="")
+    print(reference(args.section), end="")
     return 0
 
 
@@ -195,11 +234,21 @@ def cmd_inspect_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    recipe = _load(args)
-    from llmkit.evaluation import evaluate_checkpoint
+def _run_first(args: argparse.Namespace) -> None:
+    """llmkit 0.1 took the recipe first (`llmkit eval RECIPE --checkpoint RUN`); say the new shape in one sentence."""
+    if args.checkpoint is not None or args.run.endswith((".yaml", ".yml")):
+        run = args.checkpoint or "RUN"
+        raise LlmkitError(
+            f"llmkit {args.command} takes the run directory first: llmkit {args.command} {run} ... (it reads "
+            f"{run}/recipe.yaml; add --recipe R.yaml to read data and settings from another recipe)."
+        )
 
-    report, _ = evaluate_checkpoint(recipe, args.checkpoint, args.split, args.output, args.samples)
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    _run_first(args)
+    from llmkit.evaluation import evaluate_run
+
+    report, _ = evaluate_run(args.run, args.split, args.output, args.overrides, args.recipe, args.samples)
     print(json.dumps(report, indent=2))
     return 0
 
@@ -228,10 +277,10 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    recipe = _load(args)
+    _run_first(args)
     from llmkit.predict import predict_file
 
-    written = predict_file(recipe, args.checkpoint, args.input, args.output, args.batch_size)
+    written = predict_file(args.run, args.input, args.output, args.batch_size, args.overrides, args.recipe)
     print(f"{written} predictions: {args.output}")
     return 0
 
@@ -251,7 +300,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_merge(args: argparse.Namespace) -> int:
     from llmkit.merge import merge
 
-    print(f"output: {merge(args.run_dir, args.output)}")
+    output, dtype = merge(args.run_dir, args.output, args.dtype)
+    print(f"output: {output} ({dtype})")
     return 0
 
 
@@ -278,6 +328,7 @@ def cmd_rationales(args: argparse.Namespace) -> int:
 COMMANDS = {
     "train": cmd_train,
     "validate": cmd_validate,
+    "plan": cmd_plan,
     "explain": cmd_explain,
     "inspect-data": cmd_inspect_data,
     "eval": cmd_eval,

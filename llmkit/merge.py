@@ -13,11 +13,16 @@ import shutil
 from pathlib import Path
 
 from llmkit.errors import RecipeError
+from llmkit.families import declared_dtype
 from llmkit.methods import read_run
 
 
-def merge(run_dir: str | os.PathLike[str], output: str | os.PathLike[str]) -> Path:
-    """Write the merged model of `run_dir` to `output` (atomically: `output.incomplete` until complete)."""
+def merge(
+    run_dir: str | os.PathLike[str], output: str | os.PathLike[str], dtype: str | None = None
+) -> tuple[Path, str]:
+    """Write the merged model of `run_dir` to `output` (atomically: `output.incomplete` until complete), in `dtype`
+    (default: the dtype the base model was published in, so a bf16 base is not written at twice its size in
+    float32). The merge itself is computed in the precision the run loads in. Returns the directory and the dtype."""
     run_dir, output = Path(run_dir), Path(output)
     info, method = read_run(run_dir)
     block = info["method"]
@@ -35,8 +40,12 @@ def merge(run_dir: str | os.PathLike[str], output: str | os.PathLike[str]) -> Pa
         raise RecipeError(f"--output: '{output}' already exists and is not empty; choose a new directory.")
 
     from llmkit.models import load_trained
+    from llmkit.precision import DTYPES
 
+    base = info["base_model"]
+    dtype = dtype or declared_dtype(base["name"], base.get("revision")) or "float32"
     trained = load_trained(run_dir, merged=True)
+    trained.model.to(DTYPES[dtype])
     work = output.with_name(output.name + ".incomplete")
     shutil.rmtree(work, ignore_errors=True)
     trained.model.save_pretrained(work)
@@ -44,4 +53,4 @@ def merge(run_dir: str | os.PathLike[str], output: str | os.PathLike[str]) -> Pa
     if output.exists():
         output.rmdir()
     work.rename(output)
-    return output
+    return output, dtype

@@ -18,6 +18,7 @@ import torch
 import transformers
 from transformers import AutoConfig, AutoTokenizer, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
+from llmkit import precision
 from llmkit.errors import RecipeError, first_line
 from llmkit.families import ModelRef, family_of
 from llmkit.recipe import ModelSection
@@ -27,7 +28,6 @@ HEADS = {
     "seq_cls": transformers.AutoModelForSequenceClassification,
     "seq2seq_lm": transformers.AutoModelForSeq2SeqLM,
 }
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
 
 
 @dataclass(frozen=True)
@@ -152,19 +152,31 @@ def stop_token_ids(base: ResolvedModel, tokenizer: PreTrainedTokenizerBase) -> s
     return ids
 
 
-def load_model(base: ResolvedModel, head: str, tokenizer: PreTrainedTokenizerBase, **kwargs: Any) -> PreTrainedModel:
-    """The pretrained weights under the head the task needs; `kwargs` go to from_pretrained (num_labels, ...)."""
+def load_model(
+    base: ResolvedModel, head: str, tokenizer: PreTrainedTokenizerBase, dtype: torch.dtype | None = None, **kwargs: Any
+) -> PreTrainedModel:
+    """The pretrained weights under the head the task needs, in `dtype` (default: the recipe's `model.dtype`, auto
+    resolved for inference) with the recipe's attention (auto: the fastest that works); `kwargs` go to
+    from_pretrained (num_labels, ...)."""
     auto = HEADS[head]
-    try:
-        model = auto.from_pretrained(
-            base.path,
-            dtype=DTYPES[base.section.dtype],
-            attn_implementation=base.section.attn_implementation,
-            **base.pretrained_kwargs(),
-            **kwargs,
-        )
-    except OSError as exc:
-        raise RecipeError(f"model.name: cannot load '{base.section.name}': {first_line(exc)}") from None
+    dtype = dtype or precision.weight_dtype(base.section.dtype)
+    candidates = precision.attention_candidates(base.section.attn_implementation, dtype)
+    model = None
+    for attention in candidates[:-1]:
+        try:
+            model = auto.from_pretrained(
+                base.path, dtype=dtype, attn_implementation=attention, **base.pretrained_kwargs(), **kwargs
+            )
+            break
+        except (ValueError, ImportError):  # this model or install cannot run it: the next candidate
+            continue
+    if model is None:
+        try:
+            model = auto.from_pretrained(
+                base.path, dtype=dtype, attn_implementation=candidates[-1], **base.pretrained_kwargs(), **kwargs
+            )
+        except OSError as exc:
+            raise RecipeError(f"model.name: cannot load '{base.section.name}': {first_line(exc)}") from None
     if model.config.pad_token_id is None or head == "seq_cls":
         # Decoder classifiers pool the last token that is not the config's pad id; if that id differs from the
         # tokenizer's (a base config naming another pad), every padded row would be read at the wrong position.

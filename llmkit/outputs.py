@@ -2,7 +2,7 @@
 
 A run works in `<output_dir>.incomplete/` (checkpoints, logs, the model as it is saved) and is renamed to
 `<output_dir>` only when everything is written, so an interrupted run never leaves something that looks finished,
-and `resume_from_checkpoint: true` knows where to look.
+and `resume_from_checkpoint: true` (or `auto`) knows where to look.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from llmkit import checkpoints
 from llmkit.errors import RecipeError
 
 PACKAGES = ("llmkit", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "bitsandbytes", "evaluate")
@@ -40,37 +41,52 @@ class RunDir:
         final = Path(output_dir).expanduser()
         return cls(final, final.with_name(final.name + ".incomplete"))
 
-    def check(self, resume: bool | str | None) -> None:
-        """Refuse to overwrite a finished run or silently restart an interrupted one. Writes nothing."""
+    def check(self, resume: bool | str | None) -> Path | None:
+        """Refuse to overwrite a finished run or silently restart an interrupted one; return the checkpoint to resume
+        from. `resume: auto` resumes the last complete checkpoint if there is one and otherwise starts over, so one
+        command serves a requeue loop. Writes nothing (`start` clears what `auto` starts over from)."""
         if self.final.exists() and (not self.final.is_dir() or any(self.final.iterdir())):
             raise RecipeError(
                 f"output_dir: '{self.final}' already exists and is not empty; choose a new output_dir "
                 "(or delete the old run)."
             )
+        if resume == "auto":
+            return self.last_checkpoint()
         if resume and resume is not True:
             if not Path(str(resume)).is_dir():
                 raise RecipeError(f"training.resume_from_checkpoint: checkpoint '{resume}' does not exist.")
-        elif resume:
-            if not self.last_checkpoint():
+            if not (Path(str(resume)) / "trainer_state.json").is_file():
                 raise RecipeError(
-                    f"training.resume_from_checkpoint: no checkpoint to resume in '{self.checkpoints}'; "
-                    "checkpoints are written every training.save_steps steps."
+                    f"training.resume_from_checkpoint: '{resume}' has no trainer_state.json, so it is not a "
+                    "complete trainer checkpoint; use true or auto for the run's last complete one."
                 )
-        elif self.work.exists() and any(self.work.iterdir()):
+            return Path(str(resume))
+        if resume:
+            last = self.last_checkpoint()
+            if last is None:
+                raise RecipeError(
+                    f"training.resume_from_checkpoint: no complete checkpoint to resume in '{self.checkpoints}'; "
+                    "checkpoints are written every training.save_steps steps (auto starts over when there is none)."
+                )
+            return last
+        if self.work.exists() and any(self.work.iterdir()):
             raise RecipeError(
-                f"output_dir: an interrupted run is in '{self.work}'; set training.resume_from_checkpoint=true to "
-                "continue it, or delete that directory to start over."
+                f"output_dir: an interrupted run is in '{self.work}'; set training.resume_from_checkpoint=true "
+                "(or auto) to continue it, or delete that directory to start over."
             )
+        return None
 
     def last_checkpoint(self) -> Path | None:
-        if not self.checkpoints.is_dir():
-            return None
-        found = [p for p in self.checkpoints.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
-        return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)
+        return checkpoints.last_complete(self.checkpoints)
 
-    def start(self, resolved_recipe: str) -> None:
+    def start(self, resolved_recipe: str, resume: Path | None) -> None:
+        """Create the work directory. Resuming: drop checkpoints a killed save left incomplete. Starting over in a
+        directory an interrupted run left (auto, no complete checkpoint): clear it first."""
+        if resume is None and self.work.exists():
+            shutil.rmtree(self.work)
         self.created_parents[:] = [p for p in reversed(self.work.parents) if not p.exists()]
         self.work.mkdir(parents=True, exist_ok=True)
+        checkpoints.remove_incomplete(self.checkpoints)
         write_text(self.work / "recipe.yaml", resolved_recipe)
 
     def discard(self) -> None:
@@ -81,6 +97,7 @@ class RunDir:
                 parent.rmdir()
 
     def finish(self, metrics: dict[str, Any], manifest: dict[str, Any]) -> None:
+        checkpoints.strip_resume_state(self.checkpoints)
         write_json(self.work / "metrics.json", metrics)
         write_json(self.work / "manifest.json", manifest)
         if self.final.is_dir():  # empty (checked at start); os.replace needs it gone
@@ -110,6 +127,7 @@ def manifest(recipe_source: str | None, data_fingerprints: dict[str, Any], start
     return {
         "recipe": recipe_source,
         "command": sys.argv,
+        "cwd": str(Path.cwd()),  # where the recipe's relative paths start; `llmkit eval RUN` reads them from here
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "python": platform.python_version(),
@@ -119,6 +137,15 @@ def manifest(recipe_source: str | None, data_fingerprints: dict[str, Any], start
         # The project the run was started in (its recipes and data), and llmkit's own source when it is a checkout.
         "git": {"cwd": _git_state(Path.cwd()), "llmkit": _git_state(Path(__file__).resolve().parent)},
     }
+
+
+def trained_in(run_dir: str | os.PathLike[str]) -> Path | None:
+    """The directory a finished run was trained in (its manifest's cwd), or None for a run that did not record it."""
+    try:
+        cwd = json.loads((Path(run_dir) / "manifest.json").read_text()).get("cwd")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return Path(cwd) if isinstance(cwd, str) else None
 
 
 def _git_state(directory: Path) -> dict[str, Any] | None:

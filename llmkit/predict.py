@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 from llmkit.console import say, set_verbosity
 from llmkit.data.sources import iter_rows
 from llmkit.errors import DataError, LlmkitError
-from llmkit.evaluation import find_checkpoint
+from llmkit.evaluation import find_checkpoint, run_recipe
 from llmkit.recipe import Recipe
 from llmkit.recipe.formats import FORMATS
 from llmkit.tasks import predictor
@@ -26,14 +26,18 @@ Batch = list[tuple[dict[str, Any], dict[str, Any], str]]  # (row as read, row in
 
 
 def predict_file(
-    recipe: Recipe,
-    checkpoint: str | os.PathLike[str],
+    run: str | os.PathLike[str],
     input_path: str | os.PathLike[str],
     output_path: str | os.PathLike[str],
     batch_size: int = 16,
+    overrides: Sequence[str] = (),
+    recipe: str | None = None,
 ) -> int:
-    """Write one JSON line per input row to `output_path`; returns how many were written."""
-    predict = predictor(recipe.task).predict
+    """Write one JSON line per input row to `output_path`; returns how many were written. `run` is a finished run
+    (or one of its checkpoints); its own recipe says how rows are read (format, columns, template, generation)."""
+    found = find_checkpoint(run)
+    chosen = run_recipe(found, overrides, recipe)
+    predict = predictor(chosen.task).predict
     source, target = Path(input_path), Path(output_path)
     if not source.is_file():
         raise LlmkitError(f"--input '{source}' does not exist.")
@@ -44,8 +48,7 @@ def predict_file(
     if batch_size < 1:
         raise LlmkitError("--batch-size must be at least 1.")
     set_verbosity()
-    found = find_checkpoint(checkpoint, recipe.task)
-    rows = _checked_rows(recipe, source)
+    rows = _checked_rows(chosen, source)
     first = next(rows, None)  # a bad first row fails before the model loads
     if first is None:
         raise DataError("has no rows to predict", str(source))
@@ -53,7 +56,7 @@ def predict_file(
     writer = _Writer(target)
 
     def flush(batch: Batch) -> None:
-        writer.write(batch, predict(recipe, trained, [f for _, f, _ in batch], [w for _, _, w in batch]))
+        writer.write(batch, predict(chosen, trained, [f for _, f, _ in batch], [w for _, _, w in batch]))
 
     batch: Batch = [first]
     try:
@@ -85,8 +88,17 @@ def _checked_rows(recipe: Recipe, source: Path) -> Iterator[tuple[dict[str, Any]
         fields = {inverse.get(key, key): value for key, value in row.items()}
         problem = check(fields)
         if problem:
-            raise DataError(problem, where)
+            raise DataError(in_user_columns(problem, recipe.data.columns), where)
         yield row, fields, where
+
+
+def in_user_columns(problem: str, columns: Mapping[str, str]) -> str:
+    """A row check names the format's field ('text'); a file whose column data.columns maps to it has the user's
+    name for it, which is the one to say."""
+    for field, user in columns.items():
+        if f"'{field}'" in problem:
+            return f"{problem.replace(repr(field), repr(user))} (data.columns maps it to {field})"
+    return problem
 
 
 class _Writer:
@@ -135,6 +147,6 @@ def generate_from_run(
     if max_new_tokens is not None:
         recipe.generation.max_new_tokens = max_new_tokens
     set_verbosity()
-    trained = find_checkpoint(run_dir, recipe.task).load()
+    trained = find_checkpoint(run_dir).load()
     rows = [PROMPT_ROWS[recipe.data.format](prompt) for prompt in prompts]
     return [out["generation"] for out in predict(recipe, trained, rows, ["--prompt"] * len(rows))]

@@ -14,6 +14,7 @@ import math
 import resource
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,9 +23,10 @@ from accelerate import PartialState
 from accelerate.utils import patch_environment
 from transformers import PreTrainedTokenizerBase, TrainingArguments
 
-from llmkit import models
+from llmkit import models, precision
 from llmkit.console import is_main_process, say
 from llmkit.errors import RecipeError, first_line
+from llmkit.families import PACKAGED_PREFIX, portable_name
 from llmkit.methods import RUN_META, MethodContext
 from llmkit.outputs import RunDir
 from llmkit.recipe import TASKS, Recipe, TaskSpec
@@ -67,6 +69,7 @@ class RunEnv:
     recipe: Recipe
     run: RunDir
     base: models.ResolvedModel
+    resume_from: Path | None = None  # the complete checkpoint this run continues (training.resume_from_checkpoint)
 
     @property
     def spec(self) -> TaskSpec:
@@ -111,6 +114,8 @@ def training_args(
     """Recipe keys over task defaults over llmkit defaults; upstream's own errors become RecipeErrors.
     `evaluate`: there is held-out data, so training measures it before and after."""
     own = env.recipe.training.kwargs()
+    if env.recipe.training.bf16 == "auto":  # over any task default: bf16 where the GPU has it, never on CPU
+        own["bf16"] = precision.bf16_autocast("auto", own.get("fp16"))
     wants_eval = own.get("eval_strategy", "no") != "no" or own.get("load_best_model_at_end")
     if wants_eval and not evaluate:
         raise RecipeError(
@@ -160,13 +165,16 @@ def build_model(
     transformers.set_seed(env.recipe.training.seed if env.recipe.training.seed is not None else 42)
     ctx = method_context(env, head, total_steps)
     method = env.recipe.method
-    model = models.load_model(env.base, head, tokenizer, **load_kwargs, **method.load_kwargs(ctx))
+    dtype = precision.weight_dtype(env.recipe.model.dtype, method.trains_base_weights)
+    model = models.load_model(env.base, head, tokenizer, dtype, **load_kwargs, **method.load_kwargs(ctx))
     if env.recipe.training.gradient_checkpointing:
         model.config.use_cache = False
     try:
         model = method.apply(model, ctx)
     except ValueError as exc:  # peft's checks (e.g. target modules not found) are config errors
         raise RecipeError(f"method: {first_line(exc)}") from None
+    for config in getattr(model, "peft_config", {}).values():  # adapter_config.json: a base plain peft can load
+        config.base_model_name_or_path = portable_name(env.recipe.model.name)
     trainable, total = models.count_parameters(model)
     say(f"{method.name}: {trainable:,} of {total:,} parameters train ({100 * trainable / total:.2f}%)")
     return BuiltModel(model, head, load_kwargs, method.callbacks(model, ctx), trainable, total)
@@ -186,11 +194,16 @@ def save_run(env: RunEnv, result: TaskResult) -> None:
         "family": env.base.family,
         "model_type": env.base.model_type,
         "method": env.recipe.method.model_dump(),
-        "base_model": env.recipe.model.model_dump(),
+        # A local base by its absolute path, so the run reloads from any directory.
+        "base_model": {**env.recipe.model.model_dump(), "name": _reloadable(env.recipe.model.name)},
         "head_kwargs": built.head_kwargs,
         **result.meta,
     }
     (work / RUN_META).write_text(json.dumps(info, indent=2) + "\n")
+
+
+def _reloadable(name: str) -> str:
+    return name if name.startswith(PACKAGED_PREFIX) else portable_name(name)
 
 
 def resource_metrics(built: BuiltModel) -> dict[str, Any]:

@@ -47,7 +47,7 @@ def train(recipe: Recipe, source: str | None = None) -> RunResult:
     set_verbosity()
     state = distributed_state(recipe)
     run = RunDir.for_output(recipe.output_dir)
-    run.check(recipe.training.resume_from_checkpoint)
+    resume = run.check(recipe.training.resume_from_checkpoint)
     state.wait_for_everyone()  # every process has checked before any writes
 
     ref = recipe.model_ref()
@@ -58,7 +58,7 @@ def train(recipe: Recipe, source: str | None = None) -> RunResult:
     problems += models.length_problems(base, lengths)
     if problems:
         raise RecipeError(problems, source)
-    env = RunEnv(recipe=recipe, run=run, base=base)
+    env = RunEnv(recipe=recipe, run=run, base=base, resume_from=resume)
     try:  # peft / bitsandbytes configs check themselves here, before any weights load
         recipe.method.upstream_config(method_context(env))
     except (ValueError, TypeError) as exc:
@@ -66,9 +66,11 @@ def train(recipe: Recipe, source: str | None = None) -> RunResult:
     task = tasks.get(recipe.task)
     benchmarks = _benchmarks(recipe, source)  # every task checked before training, so a bad one costs nothing
 
-    fresh = not run.work.exists()
+    fresh = resume is None
+    if fresh and run.work.is_dir() and any(run.work.iterdir()) and state.is_main_process:
+        say(f"no complete checkpoint in {run.checkpoints}: starting over (training.resume_from_checkpoint: auto)")
     if state.is_main_process:
-        run.start(recipe.to_yaml())
+        run.start(recipe.to_yaml(), resume)
     state.wait_for_everyone()
     say(f"task {recipe.task} · {base.family} ({base.model_type}) · method {recipe.method.name} · {run.work}")
     try:

@@ -94,10 +94,10 @@ def test_pad_id_follows_the_tokenizer_when_the_base_config_names_another(tmp_pat
 
 
 def test_eval_command_reproduces_the_training_metrics(trained, tmp_path):
-    result, recipe = trained["bert"]
+    result, _recipe = trained["bert"]
     metrics = json.loads((result.output_dir / "metrics.json").read_text())
     out = tmp_path / "val.json"
-    code, stdout, stderr = run_cli_fresh("eval", str(recipe), "--checkpoint", str(result.output_dir),
+    code, stdout, stderr = run_cli_fresh("eval", str(result.output_dir),
                                          "--split", "validation", "--output", str(out))  # fmt: skip
     assert code == 0, stderr
     report = json.loads(out.read_text())
@@ -105,17 +105,17 @@ def test_eval_command_reproduces_the_training_metrics(trained, tmp_path):
     for key in ("eval_accuracy", "eval_f1_macro", "eval_mcc"):
         assert report[key] == metrics[key], key
     assert report["eval_loss"] == pytest.approx(metrics["eval_loss"], rel=1e-5)
-    code, _, stderr = run_cli("eval", str(recipe), "--checkpoint", str(result.output_dir))  # default: the test split
+    code, _, stderr = run_cli("eval", str(result.output_dir))  # default: the test split
     assert code == 0, stderr
     report = json.loads((result.output_dir / "eval-test.json").read_text())
     assert report["test_accuracy"] == metrics["test_accuracy"]
 
 
 def test_predict_writes_labels_and_probabilities(trained, tmp_path):
-    result, recipe = trained["gpt2"]
+    result, _recipe = trained["gpt2"]
     source = write_jsonl(tmp_path / "in.jsonl", [{"text": "love good nice", "id": 1}, {"text": "hate cruel", "id": 2}])
     out = tmp_path / "out.jsonl"
-    code, stdout, stderr = run_cli("predict", str(recipe), "--checkpoint", str(result.output_dir),
+    code, stdout, stderr = run_cli("predict", str(result.output_dir),
                                    "--input", str(source), "--output", str(out), "--batch-size", "1")  # fmt: skip
     assert code == 0, stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -128,11 +128,11 @@ def test_predict_writes_labels_and_probabilities(trained, tmp_path):
 
 
 def test_predict_stops_at_a_bad_row_and_keeps_the_rows_before_it(trained, tmp_path):
-    result, recipe = trained["bert"]
+    result, _recipe = trained["bert"]
     rows = [{"text": "good"}] * 5 + [{"text": "   "}] + [{"text": "bad"}] * 3
     source = write_jsonl(tmp_path / "in.jsonl", rows)
     out = tmp_path / "out.jsonl"
-    code, _, stderr = run_cli("predict", str(recipe), "--checkpoint", str(result.output_dir),
+    code, _, stderr = run_cli("predict", str(result.output_dir),
                               "--input", str(source), "--output", str(out), "--batch-size", "2")  # fmt: skip
     assert code == 3 and "Traceback" not in stderr
     assert f"{source}:6: 'text' is empty; the 5 rows before it are in {out}" in stderr
@@ -140,27 +140,56 @@ def test_predict_stops_at_a_bad_row_and_keeps_the_rows_before_it(trained, tmp_pa
 
 
 def test_predict_refuses_to_overwrite_and_writes_nothing_for_a_bad_first_row(trained, tmp_path):
-    result, recipe = trained["bert"]
+    result, _recipe = trained["bert"]
     out = tmp_path / "out.jsonl"
     out.write_text("old\n")
     source = write_jsonl(tmp_path / "in.jsonl", [{"text": "good"}])
-    code, _, stderr = run_cli("predict", str(recipe), "--checkpoint", str(result.output_dir),
+    code, _, stderr = run_cli("predict", str(result.output_dir),
                               "--input", str(source), "--output", str(out))  # fmt: skip
     assert code != 0 and "already exists" in stderr and out.read_text() == "old\n"
     source = write_jsonl(tmp_path / "bad.jsonl", [{"txt": "good"}])
-    code, _, stderr = run_cli("predict", str(recipe), "--checkpoint", str(result.output_dir),
+    code, _, stderr = run_cli("predict", str(result.output_dir),
                               "--input", str(source), "--output", str(tmp_path / "new.jsonl"))  # fmt: skip
     assert code == 3 and "bad.jsonl:1: row has no 'text' field" in stderr
     assert not (tmp_path / "new.jsonl").exists()
 
 
-def test_sentence_pairs_with_mapped_columns(tiny_dirs, tmp_path):
+def test_sentence_pairs_with_mapped_columns_and_a_run_that_needs_only_itself(tiny_dirs, tmp_path, monkeypatch):
+    """Trained from relative data paths; then, from another directory and with the training data gone, eval reads
+    the test split from where the run was trained and predict needs only the run. A predict input that lacks a
+    mapped column is told the user's column name, not the format's field."""
     splits = write_splits(tmp_path / "pairs", pair_rows)
-    recipe = classification_recipe(tiny_dirs["bert"], splits, tmp_path / "run", method="full")
+    relative = {split: path.relative_to(tmp_path) for split, path in splits.items()}  # the cwd is tmp_path
+    recipe = classification_recipe(tiny_dirs["bert"], relative, tmp_path / "run", method="full")
     columns = {"text": "question", "text_pair": "answer", "label": "verdict"}
     recipe["data"].update(format="sentence-pair", columns=columns)
     result = llmkit.Trainer(Recipe.from_dict(recipe)).train()
     assert result.metrics["eval_accuracy"] == 1.0 and result.metrics["test_accuracy"] == 1.0, result.metrics
+
+    splits["train"].rename(tmp_path / "moved.jsonl")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    code, stdout, stderr = run_cli("eval", str(result.output_dir), "--output", "e.json")
+    assert code == 0, stderr
+    assert json.loads(stdout)["test_accuracy"] == 1.0 and json.loads(stdout)["data"] == str(splits["test"])
+    source = write_jsonl(elsewhere / "in.jsonl", [{"question": "red cat", "answer": "good happy"}])
+    code, _, stderr = run_cli("predict", str(result.output_dir), "--input", str(source), "--output", "p.jsonl")
+    assert code == 0, stderr
+    assert json.loads((elsewhere / "p.jsonl").read_text())["prediction"] == "pos"
+
+    source = write_jsonl(elsewhere / "bad.jsonl", [{"question": "red cat", "reply": "good"}])
+    code, _, stderr = run_cli("predict", str(result.output_dir), "--input", str(source), "--output", "q.jsonl")
+    assert code == 3 and "Traceback" not in stderr
+    assert f"{source}:1: row has no 'answer' field (or it is null) (data.columns maps it to text_pair)" in stderr
+    code, _, stderr = run_cli("eval", str(result.output_dir), "--split", "validation", "data.validation=gone.jsonl")
+    assert code == 1 and "data.validation: file 'gone.jsonl' does not exist" in stderr
+
+
+def test_eval_and_predict_say_the_run_comes_first(trained):
+    result, recipe = trained["bert"]
+    code, _, stderr = run_cli("eval", str(recipe), "--checkpoint", str(result.output_dir))
+    assert code == 1 and f"llmkit eval takes the run directory first: llmkit eval {result.output_dir} ..." in stderr
 
 
 def test_class_weights_on_imbalanced_data(tiny_dirs, tmp_path, capfd):
@@ -203,16 +232,16 @@ class Exact(evaluate.Metric):
 
 
 def test_extra_evaluate_metrics_from_a_local_script_and_offline_hub_names(trained, tmp_path):
-    result, recipe = trained["bert"]
+    result, _recipe = trained["bert"]
     script = tmp_path / "exact" / "exact.py"
     script.parent.mkdir()
     script.write_text(EXACT_METRIC)
-    code, stdout, stderr = run_cli("eval", str(recipe), "--checkpoint", str(result.output_dir), "--output",
+    code, stdout, stderr = run_cli("eval", str(result.output_dir), "--output",
                                    str(tmp_path / "e.json"), f"evaluation.extra_metrics=[{script}]")  # fmt: skip
     assert code == 0, stderr
     report = json.loads(stdout)
     assert report["test_exact"] == report["test_accuracy"] == 1.0 and "test_exact_note" not in report
-    code, _, stderr = run_cli("eval", str(recipe), "--checkpoint", str(result.output_dir), "--output",
+    code, _, stderr = run_cli("eval", str(result.output_dir), "--output",
                               str(tmp_path / "f.json"), "evaluation.extra_metrics=[accuracy]")  # fmt: skip
     assert code == 2 and "Traceback" not in stderr and not (tmp_path / "f.json").exists()
     assert "evaluation.extra_metrics: cannot load 'accuracy' with evaluate (" in stderr and "HF_HUB_OFFLINE" in stderr

@@ -16,10 +16,12 @@ pytestmark = pytest.mark.e2e
 
 
 def test_two_processes_equal_one_with_the_same_global_batch(tiny_dirs, instructions_small, tmp_path):
+    """5 steps, logging every 4: the last step's loss is each process's own until llmkit reduces it (train_loss
+    was rank 0's alone), and the summary is printed once, not once per process."""
     runs = {}
     for procs, per_device in ((1, 4), (2, 2)):
         recipe = sft_recipe(tiny_dirs["gpt2"], instructions_small, tmp_path / f"out{procs}", method="full")
-        recipe["training"].update(per_device_train_batch_size=per_device, max_steps=4, learning_rate=5e-3)
+        recipe["training"].update(per_device_train_batch_size=per_device, max_steps=5, learning_rate=5e-3)
         # 12 held-out examples in batches of 4: on 2 processes the last step gives the second one a batch of repeats,
         # which must not count.
         recipe["training"]["per_device_eval_batch_size"] = 4
@@ -30,6 +32,7 @@ def test_two_processes_equal_one_with_the_same_global_batch(tiny_dirs, instructi
             [*launch, "-m", "llmkit", "train", str(path)], capture_output=True, text=True, cwd=tmp_path, timeout=600
         )
         assert done.returncode == 0, done.stderr[-4000:]
+        assert done.stdout.count("output:") == 1 and done.stdout.count("metric ") == 1, done.stdout
         runs[procs] = tmp_path / f"out{procs}"
     one, two = (json.loads((runs[n] / "metrics.json").read_text()) for n in (1, 2))
     assert (one["processes"], two["processes"]) == (1, 2)

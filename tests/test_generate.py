@@ -65,21 +65,21 @@ def test_generate_predict_and_eval_on_a_gpt2_sft_run(tiny_dirs, instructions_sma
     prompts = [{"instruction": "Name a colour."}, {"instruction": "Hi", "input": "x"}]
     source = write_jsonl(tmp_path / "in.jsonl", prompts)
     out = tmp_path / "out.jsonl"
-    code, _, stderr = run_cli("predict", str(path), "--checkpoint", str(result.output_dir), "--input", str(source),
+    code, _, stderr = run_cli("predict", str(result.output_dir), "--input", str(source),
                               "--output", str(out))  # fmt: skip
     assert code == 0, stderr
     generations = [json.loads(line)["generation"] for line in out.read_text().splitlines()]
     code, stdout, _ = run_cli("generate", str(result.output_dir), "--prompt", "Name a colour.")
     assert stdout.strip() == generations[0]
 
-    code, stdout, stderr = run_cli("eval", str(path), "--checkpoint", str(result.output_dir), "--output",
+    code, stdout, stderr = run_cli("eval", str(result.output_dir), "--output",
                                    str(tmp_path / "e.json"))  # fmt: skip
     assert code == 0, stderr
     report = json.loads(stdout)
     assert report["eval_loss"] == pytest.approx(result.metrics["eval_loss"], rel=1e-5)
     assert report["eval_perplexity"] == pytest.approx(2.718281828 ** report["eval_loss"], rel=1e-6)
     checkpoint = result.output_dir / "checkpoints" / "checkpoint-5"  # the last step: the same weights
-    code, stdout, stderr = run_cli("eval", str(path), "--checkpoint", str(checkpoint))
+    code, stdout, stderr = run_cli("eval", str(checkpoint))
     assert code == 0, stderr
     assert json.loads(stdout)["eval_loss"] == pytest.approx(report["eval_loss"], rel=1e-5)
     assert (checkpoint / "eval-validation.json").is_file()

@@ -35,3 +35,23 @@ def test_qlora_on_gpu_trains_through_evaluation_and_merges(tiny_dirs, instructio
     assert next(p for p in result.model.parameters() if p.requires_grad).device.type == "cuda"
     code, _, err = run_cli("merge", str(result.output_dir), "--output", str(tmp_path / "merged"))
     assert code == 0, err
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_auto_precision_and_attention_fit_the_gpu(method, tiny_dirs, instructions_small, tmp_path, capfd):
+    """model.dtype / training.bf16 / attn_implementation auto: bf16 weights where the GPU has bf16 (float32 weights
+    with bf16 autocast when the base weights train), FlashAttention 2 when installed, else sdpa; said once."""
+    import importlib.util
+
+    recipe = sft_recipe(tiny_dirs["llama"], instructions_small, tmp_path / "run", method=method)
+    recipe["training"]["max_steps"] = 2
+    result = llmkit.Trainer(Recipe.from_dict(recipe)).train()
+    bf16 = torch.cuda.is_bf16_supported()
+    weights = "bfloat16" if bf16 and method == "lora" else "float32"
+    frozen = next(p for p in result.model.parameters() if not p.requires_grad) if method == "lora" else None
+    if frozen is not None:
+        assert str(frozen.dtype) == f"torch.{weights}"
+    flash = importlib.util.find_spec("flash_attn") is not None and weights == "bfloat16"
+    attention = "flash_attention_2" if flash else "sdpa"
+    expected = f"precision: {weights} weights, {'bf16' if bf16 else 'no'} autocast · attention {attention}"
+    assert expected in capfd.readouterr().err

@@ -157,9 +157,7 @@ def test_grpo_raises_a_reward_that_favours_one_token(prompts, tmp_path):
     on_disk = json.loads((result.output_dir / "metrics.json").read_text())
     assert on_disk["reward_curve"] == curve
     # the finished run, reloaded: llmkit eval repeats the greedy measurement; llmkit generate answers a prompt
-    code, stdout, stderr = run_cli(
-        "eval", str(write_recipe(tmp_path, recipe)), "--checkpoint", str(result.output_dir), "--split", "validation"
-    )
+    code, stdout, stderr = run_cli("eval", str(result.output_dir), "--split", "validation")
     assert code == 0, stderr
     assert json.loads(stdout)["eval_greedy_favoured"] == result.metrics["eval_greedy_favoured"]
     code, stdout, stderr = run_cli(

@@ -146,3 +146,23 @@ def test_merge_says_what_cannot_merge(runs, tmp_path):
     code, _, err = run_cli("merge", str(runs("lora", **SMALL["lora"]).output_dir), "--output", str(tmp_path / "taken"))
     assert code == 2 and "already exists and is not empty" in err
     assert not (tmp_path / "m").exists()
+
+
+def test_merge_writes_the_dtype_asked_for_and_by_default_the_base_models(runs, tmp_path):
+    """A merged SmolLM2 (published in bfloat16) is not written in float32 at twice the size."""
+    from safetensors.torch import load_file
+
+    from llmkit.families import declared_dtype
+
+    result = runs("lora", "llama", **SMALL["lora"])
+    out = tmp_path / "bf16"
+    code, stdout, err = run_cli("merge", str(result.output_dir), "--output", str(out), "--dtype", "bfloat16")
+    assert code == 0 and stdout.strip() == f"output: {out} (bfloat16)", err
+    assert {t.dtype for t in load_file(out / "model.safetensors").values()} == {torch.bfloat16}
+    assert transformers.AutoModelForCausalLM.from_pretrained(out).dtype == torch.bfloat16
+
+    assert declared_dtype(str(result.output_dir.parent.parent)) is None  # no config.json: not a model
+    assert declared_dtype("packaged:smollm2-135m-instruct") == "bfloat16"
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text('{"model_type": "llama", "torch_dtype": "bfloat16"}')
+    assert declared_dtype(str(tmp_path / "m")) == "bfloat16"

@@ -182,7 +182,7 @@ def test_eval_names_a_damaged_run_before_anything_loads(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "llmkit.json").write_text("{not json")
     with pytest.raises(RecipeError, match=r"llmkit.json' is damaged \(JSONDecodeError"):
-        find_checkpoint(tmp_path / "run", "sft")
+        find_checkpoint(tmp_path / "run")
 
 
 def test_runs_saved_by_llmkit_0_1_still_load_under_the_peft_key_names(tmp_path):

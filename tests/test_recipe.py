@@ -263,3 +263,25 @@ def test_an_override_that_creates_a_section_is_blamed_on_the_override(tmp_path):
         Recipe.from_yaml(path, ["method.r=4", "training.foo.bar=1"])
     assert "(command-line override) method: method needs a name (e.g. method.name=lora)" in str(info.value)
     assert "(command-line override) training.foo: unknown key" in str(info.value)
+
+
+@pytest.mark.parametrize("steps", ["-5", "0"])
+def test_a_step_count_below_one_other_than_minus_one_is_refused(tmp_path, steps):
+    """transformers runs the epochs for any max_steps below 1, so `training.max_steps=-5` used to start a full run."""
+    path = write_recipe(tmp_path, _minimal(tmp_path))
+    code, _, err = run_cli("validate", str(path), f"training.max_steps={steps}")
+    assert code == 2 and f"training.max_steps: {steps} is not a number of steps" in err and "-1" in err
+    assert Recipe.from_yaml(path, ["training.max_steps=-1"]).training.max_steps == -1
+
+
+def test_version_and_explain_one_section():
+    import llmkit
+
+    code, out, _ = run_cli("--version")
+    assert code == 0 and out.strip() == f"llmkit {llmkit.__version__}"
+    code, out, _ = run_cli("explain", "method.lora")
+    assert code == 0 and out.startswith("## method: lora") and "## method: qlora" not in out and "| `r` |" in out
+    code, out, _ = run_cli("explain", "method")
+    assert "## method: lora" in out and "## method: qlora" in out and "## training" not in out
+    code, _, err = run_cli("explain", "trainig")
+    assert code == 1 and "explain: no recipe section 'trainig'; did you mean 'training'?" in err

@@ -8,7 +8,7 @@ import json
 import random
 
 import pytest
-from conftest import assert_manifest_records_the_data, run_cli, train_fails, write_recipe
+from conftest import assert_manifest_records_the_data, run_cli, train_fails
 from toy import NEG, NOUNS, POS, write_jsonl
 
 import llmkit
@@ -92,9 +92,8 @@ def test_an_encoder_reward_model_reads_prompt_and_answer_as_a_pair(tiny_dirs, pa
 
 
 def test_eval_and_predict_score_text_as_training_rendered_it(llama_run, pairs, tiny_dirs, tmp_path):
-    recipe = write_recipe(tmp_path, reward_recipe(tiny_dirs["llama"], pairs, tmp_path / "unused"))
-    run = str(llama_run.output_dir)
-    code, stdout, stderr = run_cli("eval", str(recipe), "--checkpoint", run, "--split", "validation")
+    run = str(llama_run.output_dir)  # eval and predict read the run's own recipe.yaml
+    code, stdout, stderr = run_cli("eval", run, "--split", "validation")
     assert code == 0, stderr
     report = json.loads(stdout)
     assert report["eval_pairwise_accuracy"] == llama_run.metrics["eval_pairwise_accuracy"]
@@ -106,8 +105,7 @@ def test_eval_and_predict_score_text_as_training_rendered_it(llama_run, pairs, t
         {"prompt": "Say something about the tree.", "chosen": "sad poor", "rejected": "happy nice"},
     ]
     source, target = write_jsonl(tmp_path / "in.jsonl", rows), tmp_path / "out.jsonl"
-    code, _stdout, stderr = run_cli("predict", str(recipe), "--checkpoint", run, "--input", str(source),
-                                    "--output", str(target))  # fmt: skip
+    code, _stdout, stderr = run_cli("predict", run, "--input", str(source), "--output", str(target))
     assert code == 0, stderr
     out = [json.loads(line) for line in target.read_text().splitlines()]
     assert out[0]["score"] > out[1]["score"]
@@ -121,10 +119,9 @@ def test_eval_and_predict_score_text_as_training_rendered_it(llama_run, pairs, t
 
 
 def test_a_row_without_an_answer_to_score_is_named(llama_run, pairs, tiny_dirs, tmp_path):
-    recipe = write_recipe(tmp_path, reward_recipe(tiny_dirs["llama"], pairs, tmp_path / "unused"))
     source = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "Say hi.", "response": "hi"}, {"prompt": "Say hi."}])
-    code, _stdout, stderr = run_cli("predict", str(recipe), "--checkpoint", str(llama_run.output_dir), "--input",
-                                    str(source), "--output", str(tmp_path / "out.jsonl"))  # fmt: skip
+    code, _stdout, stderr = run_cli("predict", str(llama_run.output_dir), "--input", str(source), "--output",
+                                    str(tmp_path / "out.jsonl"))  # fmt: skip
     assert code == 3 and "in.jsonl:2: row has no 'response' to score" in stderr
 
 

@@ -52,8 +52,7 @@ def test_loss_png_tensorboard_and_samples(tiny_dirs, instructions_small, tmp_pat
     assert [s for s, _ in logged] == [0, 4, 8]
     assert [v for _, v in logged] == pytest.approx([v for _, v in held_out], rel=1e-6), "the same held-out loss"
 
-    code, stdout, stderr = run_cli("eval", str(path), "--checkpoint", str(run), "--split", "validation",
-                                   "--samples", "3")  # fmt: skip
+    code, stdout, stderr = run_cli("eval", str(run), "--split", "validation", "--samples", "3")
     assert code == 0, stderr
     report = json.loads(stdout)
     samples = [json.loads(line) for line in (run / "samples-validation.jsonl").read_text().splitlines()]
@@ -69,6 +68,6 @@ def test_loss_png_tensorboard_and_samples(tiny_dirs, instructions_small, tmp_pat
     text = tmp_path / "text.jsonl"
     text.write_text("".join(json.dumps({"text": r["output"]}) + "\n" for r in data))
     plain = {**recipe, "data": {**recipe["data"], "train": str(text), "format": "text"}}
-    code, _, stderr = run_cli("eval", str(write_recipe(tmp_path, plain, "t.yaml")), "--checkpoint", str(run),
+    code, _, stderr = run_cli("eval", str(run), "--recipe", str(write_recipe(tmp_path, plain, "t.yaml")),
                               "--samples", "2")  # fmt: skip
     assert code != 0 and "format 'text' has none (formats alpaca, chat, seq2seq do); drop --samples" in stderr

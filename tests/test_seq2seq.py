@@ -64,9 +64,9 @@ def test_reloaded_run_generates_the_same_text(trained):
 
 
 def test_eval_predict_and_generate(trained, splits, tmp_path):
-    result, recipe = trained
+    result, _recipe = trained
     metrics = json.loads((result.output_dir / "metrics.json").read_text())
-    code, stdout, stderr = run_cli("eval", str(recipe), "--checkpoint", str(result.output_dir), "--output",
+    code, stdout, stderr = run_cli("eval", str(result.output_dir), "--output",
                                    str(tmp_path / "e.json"))  # fmt: skip
     assert code == 0, stderr
     report = json.loads(stdout)
@@ -75,7 +75,7 @@ def test_eval_predict_and_generate(trained, splits, tmp_path):
     rows = [json.loads(line) for line in splits["validation"].read_text().splitlines()][:5]
     source = write_jsonl(tmp_path / "in.jsonl", [{"source": r["source"]} for r in rows])
     out = tmp_path / "out.jsonl"
-    code, _, stderr = run_cli("predict", str(recipe), "--checkpoint", str(result.output_dir), "--input", str(source),
+    code, _, stderr = run_cli("predict", str(result.output_dir), "--input", str(source),
                               "--output", str(out))  # fmt: skip
     assert code == 0, stderr
     predicted = [json.loads(line) for line in out.read_text().splitlines()]

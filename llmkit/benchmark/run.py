@@ -45,7 +45,7 @@ class Target:
             if info["head"] != "causal_lm":
                 raise LlmkitError(
                     f"'{name}' is a {info['task']} run on a {info['family']} model, not a language model the harness "
-                    f"can score by next-token likelihood; evaluate it with `llmkit eval RECIPE --checkpoint {name}`."
+                    f"can score by next-token likelihood; evaluate it with `llmkit eval {name}`."
                 )
             return cls(name, path, info)
         try:
@@ -56,7 +56,7 @@ class Target:
         if family is not None and family not in GENERATIVE:
             raise LlmkitError(
                 f"'{name}' is a {ref.model_type} model, not a decoder the harness can score by next-token likelihood; "
-                "fine-tune it with llmkit and evaluate the run with `llmkit eval RECIPE --checkpoint RUN`."
+                "fine-tune it with llmkit and evaluate the run with `llmkit eval RUN`."
             )
         return cls(name)
 

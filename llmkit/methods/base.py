@@ -87,6 +87,7 @@ class MethodConfig(BaseModel):
         return []
 
     saves_full_model: ClassVar[bool] = False  # True: the run directory holds the whole model, not an adapter
+    trains_base_weights: ClassVar[bool] = False  # True: the optimizer updates base weights (kept float32 under auto)
 
     def save(self, model: Any, directory: Any) -> None:
         """Write what the run trained into `directory` (a peft adapter or a whole model by default)."""

@@ -22,6 +22,7 @@ class BitFitMethod(MethodConfig):
         ("t5", "*"): _NO_BIAS.format("T5"),
     }
     mergeable = True
+    trains_base_weights = True  # the biases are the base's own
 
     def apply(self, model: Any, ctx: MethodContext) -> Any:
         from llmkit.methods.heads import head_parameter_names

@@ -13,6 +13,7 @@ class FullMethod(MethodConfig):
     name: Literal["full"] = "full"
 
     saves_full_model = True
+    trains_base_weights = True
 
     def apply(self, model: Any, ctx: MethodContext) -> Any:
         model.requires_grad_(True)

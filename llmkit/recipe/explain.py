@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
+from llmkit.errors import LlmkitError, did_you_mean
 from llmkit.methods import METHODS
 from llmkit.recipe.rl import LengthPenalty, Reward
 from llmkit.recipe.schema import TASK_SECTIONS, Recipe
@@ -26,23 +27,40 @@ Every section rejects unknown keys. Relative paths resolve against the current d
 """
 
 
-def reference() -> str:
-    parts = [HEADER]
-    parts += _section("top level", Recipe, skip={"model", "data", "method", "training"})
+def reference(section: str | None = None) -> str:
+    """The whole reference, or one section of it: `model`, `data`, `method` (every method) or `method.lora`,
+    `training`, a task's section (`classification`, `dpo`, ...) or `top` (the top-level keys)."""
+    sections = _sections()
+    if section is None:
+        return "\n".join([HEADER, *(line for lines in sections.values() for line in lines)]).rstrip() + "\n"
+    chosen = [lines for key, lines in sections.items() if key == section or key.startswith(f"{section}.")]
+    if not chosen:
+        names = sorted({key.split(".")[0] for key in sections} | {k for k in sections if k.startswith("method.")})
+        raise LlmkitError(
+            f"explain: no recipe section '{section}'{did_you_mean(section, names)}; choose one of {', '.join(names)}."
+        )
+    return "\n".join(line for lines in chosen for line in lines).rstrip() + "\n"
+
+
+def _sections() -> dict[str, list[str]]:
+    """Every section's rendered table, keyed by its dotted name, in the reference's order."""
+    data = _model_of(Recipe.model_fields["data"].annotation)
+    out = {"top": _section("top level", Recipe, skip={"model", "data", "method", "training"})}
     for name in ("model", "data"):
-        parts += _section(name, _model_of(Recipe.model_fields[name].annotation))
-    parts += _section(
-        "data.train / data.validation",
-        _model_of(_model_of(Recipe.model_fields["data"].annotation).model_fields["train"].annotation),
-    )
+        out[name] = _section(name, _model_of(Recipe.model_fields[name].annotation))
+    out["data.train"] = _section("data.train / data.validation", _model_of(data.model_fields["train"].annotation))
     for name, cls in METHODS.items():
-        parts += _section(f"method: {name}", cls, skip={"name"}, doc=(cls.__doc__ or "").strip())
-    parts += _section("training", TrainingSection, doc=(TrainingSection.__doc__ or "").strip())
+        out[f"method.{name}"] = _section(f"method: {name}", cls, skip={"name"}, doc=(cls.__doc__ or "").strip())
+    out["training"] = _section("training", TrainingSection, doc=(TrainingSection.__doc__ or "").strip())
     for name, cls in TASK_SECTIONS.items():  # each read only by the tasks that list it
-        parts += _section(f"{name} (task: {', '.join(tasks_using(name))})", cls, doc=(cls.__doc__ or "").strip())
-    for title, cls in (("grpo / rloo rewards: each reward", Reward), ("rewards: length_penalty", LengthPenalty)):
-        parts += _section(title, cls, doc=(cls.__doc__ or "").strip())
-    return "\n".join(parts).rstrip() + "\n"
+        out[name] = _section(f"{name} (task: {', '.join(tasks_using(name))})", cls, doc=(cls.__doc__ or "").strip())
+    rewards = (
+        ("rewards", "grpo / rloo rewards: each reward", Reward),
+        ("rewards.length_penalty", "rewards: length_penalty", LengthPenalty),
+    )
+    for key, title, cls in rewards:
+        out[key] = _section(title, cls, doc=(cls.__doc__ or "").strip())
+    return out
 
 
 def _model_of(annotation: Any) -> type[BaseModel]:

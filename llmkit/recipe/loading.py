@@ -38,6 +38,24 @@ def normalise(data: Any) -> dict[str, Any]:
     return data
 
 
+def anchor_data_paths(data: dict[str, Any], directory: Path) -> None:
+    """Make the relative `path` of every data source in a normalised recipe start at `directory`."""
+
+    def anchor(source: Any) -> None:
+        if isinstance(source, list):
+            for item in source:
+                anchor(item)
+        elif isinstance(source, dict) and isinstance(source.get("path"), str):
+            path = Path(source["path"]).expanduser()
+            if not path.is_absolute():
+                source["path"] = str(directory / path)
+
+    section = data.get("data")
+    if isinstance(section, dict):
+        for split in DATA_SPLITS:
+            anchor(section.get(split))
+
+
 def apply_override(data: dict[str, Any], item: str, source: str | None) -> tuple[str, ...]:
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():

@@ -165,14 +165,25 @@ class Recipe(Section):
         return recipe
 
     @classmethod
-    def from_run(cls, run_dir: str | os.PathLike[str]) -> Recipe:
+    def from_run(
+        cls,
+        run_dir: str | os.PathLike[str],
+        overrides: list[str] | None = None,
+        trained_in: str | os.PathLike[str] | None = None,
+    ) -> Recipe:
         """The resolved recipe a finished run saved, read for its settings (prompt template, generation); its data
-        files and base model need not be reachable from here, so they are not checked."""
+        files and base model need not be reachable from here, so they are not checked. Its relative data paths are
+        read from `trained_in`, the directory the run was trained in, so `llmkit eval RUN` works from anywhere;
+        `overrides` (`data.test=new.jsonl`) apply after, relative to the current directory."""
         path = Path(run_dir) / "recipe.yaml"
         if not path.is_file():
             raise RecipeError(f"'{run_dir}' is not a finished llmkit run (it has no recipe.yaml).")
         data, lines = loading.load_yaml(path)
-        return cls._validate(loading.normalise(data), str(path), lines, set(), saved_run=True)
+        data = loading.normalise(data)
+        if trained_in is not None:
+            loading.anchor_data_paths(data, Path(trained_in))
+        touched = {loading.apply_override(data, item, str(path)) for item in overrides or []}
+        return cls._validate(data, str(path), lines, touched, saved_run=True)
 
     @classmethod
     def _validate(

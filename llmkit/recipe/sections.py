@@ -30,12 +30,16 @@ class ModelSection(Section):
     gguf_file: str | None = Field(None, description="GGUF file inside `name` when `name` is a directory or hub repo")
     tokenizer: str | None = Field(None, description="where to load the tokenizer from, if not from `name`")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "float32", description="weight dtype to load; 'auto' keeps the checkpoint's dtype"
+        "auto",
+        description="weight dtype; auto: bfloat16 on a GPU that supports it (float32 for methods that train the base "
+        "weights, full and bitfit, which get bf16 through training.bf16), float32 on CPU",
     )
     revision: str | None = Field(None, description="hub branch, tag or commit")
     trust_remote_code: bool = Field(False, description="allow code from the model repo to run")
-    attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] | None = Field(
-        None, description="attention kernel; unset lets transformers choose (sdpa where it can)"
+    attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] | None = Field(
+        "auto",
+        description="attention kernel; auto: flash_attention_2 when installed and the model supports it on a GPU in "
+        "half precision, else transformers' choice (sdpa where it can)",
     )
 
 

@@ -60,14 +60,18 @@ class TrainingSection(BaseModel):
     save_steps: float | None = Field(None, gt=0)
     save_total_limit: int | None = Field(None, gt=0)
     gradient_checkpointing: bool | None = None
-    bf16: bool | None = None
+    bf16: bool | Literal["auto"] | None = Field(
+        "auto", description="bf16 autocast; auto: on where the GPU supports bf16, off on CPU (where it is slower)"
+    )
     fp16: bool | None = None
     report_to: str | list[str] | None = Field(
         None, description="trackers transformers logs to: tensorboard, wandb, mlflow, trackio, ... (default none)"
     )
     dataloader_num_workers: int | None = Field(None, ge=0)
     resume_from_checkpoint: bool | str | None = Field(
-        None, description="true: continue from the last checkpoint in output_dir; or a checkpoint path"
+        None,
+        description="true: continue from the last complete checkpoint in output_dir; auto: that if there is one, "
+        "else start over (one command for a requeue loop); or a checkpoint path",
     )
 
     @field_validator("report_to")
@@ -80,6 +84,17 @@ class TrainingSection(BaseModel):
                 raise ValueError(f"'{name}' needs the {package} package: pip install {package} (or remove it)")
         return value
 
+    @field_validator("max_steps")
+    @classmethod
+    def _step_count(cls, value: int | None) -> int | None:
+        """transformers treats every max_steps below 1 as "run the epochs"; only -1 says so on purpose."""
+        if value is not None and value < 1 and value != -1:
+            raise ValueError(
+                f"{value} is not a number of steps; use a positive number, or -1 (or leave it unset) to run "
+                "num_train_epochs"
+            )
+        return value
+
     @model_validator(mode="after")
     def _known_keys(self) -> TrainingSection:
         problems = training_key_problems(self.model_extra or {})
@@ -88,8 +103,10 @@ class TrainingSection(BaseModel):
         return self
 
     def kwargs(self) -> dict[str, Any]:
-        """The keys the recipe set, ready for TrainingArguments; unset keys keep upstream defaults."""
-        return {k: v for k, v in self.model_dump().items() if v is not None and k != "resume_from_checkpoint"}
+        """The keys the recipe set, ready for TrainingArguments; unset keys keep upstream defaults. `bf16: auto` is
+        decided by `llmkit.run.training_args`, where the hardware is known."""
+        skip = {"resume_from_checkpoint"} | ({"bf16"} if self.bf16 == "auto" else set())
+        return {k: v for k, v in self.model_dump().items() if v is not None and k not in skip}
 
 
 def training_key_problems(keys: Any) -> dict[str, str]:
