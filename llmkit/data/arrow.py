@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -34,6 +35,7 @@ class Batches:
         self.encode, self.locators, self.name, self.nested = encode, list(locators), name, nested
         self.stats_dir = stats_dir
         self.keys: list[str] = []
+        self.schema: Any = None  # the examples' Arrow schema, once the probe has seen one
 
     def run(self, batch: dict[str, list]) -> tuple[dict[str, list], TokenStats]:
         rows = rows_of(batch, self.nested)
@@ -52,11 +54,29 @@ class Batches:
         columns[SOURCE] = [batch[SOURCE][i] for i in positions]
         return columns, stats
 
-    def __call__(self, batch: dict[str, list], indices: list[int]) -> dict[str, list]:
+    def __call__(self, batch: dict[str, list], indices: list[int]) -> Any:
         columns, stats = self.run(batch)
         if indices:
             (self.stats_dir / f"{indices[0]:012d}.json").write_text(json.dumps(asdict(stats)))
-        return columns
+        return to_table(columns, self.schema)
+
+
+def to_table(columns: dict[str, list], schema: Any) -> Any:
+    """A batch's examples as an Arrow table; token ids go in as one array per column (offsets and values), which
+    costs far less than converting example by example."""
+    import pyarrow as pa
+
+    arrays = []
+    for field in schema:
+        values = columns[field.name]
+        if pa.types.is_list(field.type) and values and all(isinstance(v, np.ndarray) for v in values):
+            offsets = np.zeros(len(values) + 1, dtype=np.int32)
+            np.cumsum([len(v) for v in values], out=offsets[1:])
+            flat = pa.array(np.concatenate(values), type=field.type.value_type)
+            arrays.append(pa.ListArray.from_arrays(pa.array(offsets), flat))
+        else:
+            arrays.append(pa.array(values, type=field.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def arrow_value(value: Any) -> Any:
@@ -89,11 +109,14 @@ def encode(
 
     stats_dir = scratch / f"{out_file.stem}-stats"
     stats_dir.mkdir(parents=True, exist_ok=True)
+    if num_proc:  # one thread per worker: the workers are the parallelism (and a forked tokenizer would warn)
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     batches = Batches(fn, [locate.ready() for locate in locators], name, nested_columns(ds), stats_dir)
     features, probed = _probe(ds, batches)
     if features is None:  # no row made an example; the probe saw them all
         return datasets.Dataset.from_dict({}), probed
     batches.keys = [key for key in features if key not in (ROW, SOURCE)]
+    batches.schema = features.arrow_schema
     quiet = len(ds) < ROWS_PER_WORKER
     with _quiet() if quiet else contextlib.nullcontext():
         out = ds.map(

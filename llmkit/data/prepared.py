@@ -21,7 +21,7 @@ from typing import Any
 from llmkit.console import say
 from llmkit.data import arrow, cache
 from llmkit.data.splits import Split, locators, read_splits, split_sources
-from llmkit.data.table import ROW, SOURCE, Locator, fingerprint, values, workers
+from llmkit.data.table import ROW, SOURCE, Locator, contiguous, fingerprint, values, workers
 from llmkit.data.tokens import TokenStats
 from llmkit.errors import DataError
 from llmkit.recipe import DataSection, DataSource
@@ -144,6 +144,8 @@ def _build(
 ) -> dict[str, Any]:
     scratch = work / "scratch"
     splits = read_splits(data, prints, scratch, test)
+    for name, split in splits.items():  # the carve-out and a mixture are selections: read them in order from here
+        split.rows = contiguous(split.rows, scratch / f"{name}-rows.arrow")
     facts: dict[str, Any] = {}
     if setup is not None:
         facts, encode = setup(splits)
