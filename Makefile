@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 RECIPE ?= recipes/llama-sft-lora.yaml
 ARGS ?=
 
-.PHONY: install test test-fast lint format docs quickstart finetune-lora bench bench-methods clean
+.PHONY: install test test-fast lint format docs quickstart finetune-lora bench bench-methods bench-data clean
 
 install: $(STAMP)
 
@@ -49,6 +49,9 @@ bench: install
 
 bench-methods: install
 	$(BIN)/python bench/methods.py --output bench/methods-results.json --markdown docs/methods-benchmark.md $(ARGS)
+
+bench-data: install
+	$(BIN)/python bench/data_prep.py --rows 100000 1000000 --baseline-rows 100000 --output bench/data-results.json $(ARGS)
 
 clean:
 	rm -rf outputs .pytest_cache .ruff_cache

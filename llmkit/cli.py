@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explain", help="print every recipe key with its type, default and meaning (docs/recipe.md)")
     p.add_argument("section", nargs="?", help="only this section: model, data, method, method.lora, training, ...")
 
+    p = sub.add_parser("prepare", help="read, check, tokenise and cache the recipe's data (e.g. on a CPU node)")
+    _recipe_args(p)
+
     p = sub.add_parser("inspect-data", help="show one rendered training example with its label mask")
     _recipe_args(p)
     p.add_argument("--index", type=int, default=0, help="which example (default 0)")
@@ -226,6 +229,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prepare(args: argparse.Namespace) -> int:
+    recipe = _load(args)
+    from llmkit.prepare import prepare_data
+
+    print(prepare_data(recipe))
+    return 0
+
+
 def cmd_inspect_data(args: argparse.Namespace) -> int:
     recipe = _load(args)
     from llmkit.inspect_data import show_example
@@ -330,6 +341,7 @@ COMMANDS = {
     "validate": cmd_validate,
     "plan": cmd_plan,
     "explain": cmd_explain,
+    "prepare": cmd_prepare,
     "inspect-data": cmd_inspect_data,
     "eval": cmd_eval,
     "benchmark": cmd_benchmark,

@@ -25,6 +25,9 @@ class RecipeError(LlmkitError):
         self.source = source
         super().__init__(self._render())
 
+    def __reduce__(self) -> tuple:  # rebuilt from its parts when it crosses processes (Dataset.map workers)
+        return (type(self), (self.problems, self.source))
+
     def _render(self) -> str:
         where = f" in {self.source}" if self.source else ""
         if len(self.problems) == 1:
@@ -42,8 +45,11 @@ class DataError(LlmkitError):
     exit_code = 3
 
     def __init__(self, message: str, where: str | None = None):
-        self.where = where
+        self.message, self.where = message, where
         super().__init__(f"{where}: {message}" if where else message)
+
+    def __reduce__(self) -> tuple:  # rebuilt from its parts when it crosses processes (Dataset.map workers)
+        return (type(self), (self.message, self.where))
 
 
 def first_line(exc: BaseException) -> str:

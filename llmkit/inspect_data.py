@@ -4,21 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmkit import models, tasks
 from llmkit.data.tokens import IGNORE_INDEX
 from llmkit.errors import LlmkitError
-from llmkit.outputs import RunDir
+from llmkit.prepare import prepare_recipe
 from llmkit.recipe import Recipe
-from llmkit.run import RunEnv
 
 TRAINED_OPEN, TRAINED_CLOSE = "⟦", "⟧"
 
 
 def show_example(recipe: Recipe, index: int = 0, split: str = "train", tokens: bool = False) -> str:
-    base = models.resolve_base(recipe.model, recipe.model_ref())
-    env = RunEnv(recipe=recipe, run=RunDir.for_output(recipe.output_dir), base=base)
-    tokenizer = env.tokenizer()
-    prepared = tasks.get(recipe.task).prepare(env, tokenizer)
+    env, tokenizer, prepared = prepare_recipe(recipe)
     examples, where = (
         (prepared.train, prepared.train_where)
         if split == "train"

@@ -21,6 +21,15 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
 INSTRUCTIONS = REPO / "data" / "instruction-data.json"
+# model.name in a shipped recipe → the family of tiny model that stands in for it
+FAMILY_OF_NAME = {
+    "packaged:all-minilm-l6-v2": "bert",
+    "packaged:smollm2-135m-instruct": "llama",
+    "gpt2": "gpt2",
+    "gpt2-medium": "gpt2",
+    "t5-small": "t5",
+    "google/bert_uncased_L-4_H-256_A-4": "bert",
+}
 
 
 @pytest.fixture(autouse=True)

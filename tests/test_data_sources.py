@@ -110,3 +110,30 @@ def test_too_few_rows_to_split(tmp_path):
 def test_hub_dataset_offline_is_one_sentence(tmp_path):
     with pytest.raises(DataError, match=r"hub:nobody/no-such-dataset\[train\]: cannot load this hub dataset"):
         read_source(hub="nobody/no-such-dataset")
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "problem"),
+    [
+        (
+            "d.jsonl",
+            '{"instruction": "a", "output": "b"}\n\n\n{"instruction": "c"}\n',
+            r"d.jsonl:4: row has no 'output'",
+        ),
+        (
+            "d.jsonl",
+            '{"instruction": "a", "output": "b"}\n{"instruction": "c", "output": 5}\n',
+            r"d.jsonl:2: 'output' must",
+        ),
+        ("d.jsonl", '{"instruction": "a", "output": "b"}\n{"instruction": "c", \n', r"d.jsonl:2: is not valid JSON"),
+        ("d.csv", 'instruction,output\n"a\nb",c\nd\n', r"d.csv:4: has 1 fields but the header has 2"),
+        ("d.csv", "instruction,output\na,b\nc,d,e\n", r"d.csv:3: has 3 fields but the header has 2"),
+        ("d.tsv", 'instruction\toutput\n"a\tb\n\t\nc\t\n', r"d.tsv:4: 'output' is empty"),
+    ],
+)
+def test_files_read_by_datasets_still_name_the_bad_line(tmp_path, name, text, problem):
+    """datasets reads the file; its errors name no line, so the line reader's do (a type that changes between rows,
+    broken JSON, a CSV row with too few fields that pandas would fill in); blank lines still count."""
+    (tmp_path / name).write_text(text)
+    with pytest.raises(DataError, match=problem):
+        load_splits(_recipe(tmp_path, tmp_path / name, validation_split=0).data)

@@ -44,3 +44,35 @@ def test_two_processes_equal_one_with_the_same_global_batch(tiny_dirs, instructi
     for name in a:  # gradients were averaged across processes: one model, not two diverging ones
         assert torch.allclose(a[name], b[name], atol=1e-4), name
     assert not (tmp_path / "out2.incomplete").exists()
+
+
+PREPARE_AND_COUNT = """
+import json, sys
+from accelerate import PartialState
+
+state = PartialState(cpu=True)  # the gloo process group a run sets up first
+import llmkit.tasks.sft as sft
+from llmkit import Recipe
+from llmkit.prepare import prepare_recipe
+
+tokenised = []
+real = sft.build_examples
+sft.build_examples = lambda rows, *args, **kwargs: tokenised.append(len(rows)) or real(rows, *args, **kwargs)
+_, _, prepared = prepare_recipe(Recipe.from_yaml(sys.argv[1]))
+out = {"tokenised": sum(tokenised), "examples": prepared.train.to_list(), "entry": str(prepared.entry)}
+open(f"rank{state.process_index}.json", "w").write(json.dumps(out))
+"""
+
+
+def test_the_main_process_prepares_and_the_other_loads_its_cache(tiny_dirs, instructions_small, tmp_path):
+    recipe = sft_recipe(tiny_dirs["gpt2"], instructions_small, tmp_path / "out")
+    recipe["data"]["cache_dir"] = str(tmp_path / "cache")
+    path = write_recipe(tmp_path, recipe)
+    (tmp_path / "count.py").write_text(PREPARE_AND_COUNT)
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "count.py"]
+    done = subprocess.run([*launch, str(path)], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    main, other = (json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1))
+    assert main["tokenised"] >= 64 and other["tokenised"] == 0, "the tokenizer ran in the main process only"
+    assert other["entry"] == main["entry"] and other["examples"] == main["examples"]
+    assert done.stderr.count("cached in") == 1 and "read from the cache" not in done.stderr, "rank 1 says nothing"

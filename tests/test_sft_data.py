@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from llmkit import DataError, RecipeError
-from llmkit.data.collate import Collator, pack
+from llmkit.data.collate import Collator
+from llmkit.data.packing import pack
 from llmkit.data.sft import ALPACA_RESPONSE, CHATML_TEMPLATE, build_examples
 from llmkit.data.tokens import IGNORE_INDEX as IGNORE
 from llmkit.data.tokens import LengthPolicy

@@ -6,19 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import REPO, assert_manifest_records_the_data, run_cli
+from conftest import FAMILY_OF_NAME, REPO, assert_manifest_records_the_data, run_cli
 
 pytestmark = pytest.mark.e2e
 
-# model.name in a recipe → the family of tiny model that stands in for it
-FAMILY_OF_NAME = {
-    "packaged:all-minilm-l6-v2": "bert",
-    "packaged:smollm2-135m-instruct": "llama",
-    "gpt2": "gpt2",
-    "gpt2-medium": "gpt2",
-    "t5-small": "t5",
-    "google/bert_uncased_L-4_H-256_A-4": "bert",
-}
 RECIPES = sorted(p.name for p in (REPO / "recipes").glob("*.yaml"))
 
 

@@ -1,4 +1,4 @@
-"""Batching: pad examples, or pack several into one row with attention kept inside each example.
+"""Batching: pad examples; packed rows (`llmkit.data.packing`) keep attention inside each example.
 
 Labels are padded with -100 by position, never by comparing token ids with the pad id, so an EOS that doubles as
 the pad token is still trained.
@@ -6,49 +6,11 @@ the pad token is still trained.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 
 from llmkit.data.tokens import IGNORE_INDEX
-
-
-def pack(examples: Sequence[dict[str, np.ndarray]], max_length: int) -> list[dict[str, np.ndarray]]:
-    """First-fit-decreasing bin packing into rows of at most `max_length` tokens.
-
-    Each row carries `position_ids` that restart at 0 for every example; with no attention mask, transformers
-    reads those restarts as sequence boundaries and builds a block-diagonal causal mask, so no example attends to
-    another. The first label of each example is masked: unpacked, position 0 is never a target either.
-    """
-    order = sorted(range(len(examples)), key=lambda i: -len(examples[i]["input_ids"]))
-    bins: list[list[int]] = []
-    free: list[int] = []
-    for i in order:
-        n = len(examples[i]["input_ids"])
-        slot = next((b for b, space in enumerate(free) if space >= n), None)
-        if slot is None:
-            bins.append([i])
-            free.append(max_length - n)
-        else:
-            bins[slot].append(i)
-            free[slot] -= n
-    rows = []
-    for members in bins:
-        labels = []
-        for i in members:
-            lab = examples[i]["labels"].copy()
-            lab[0] = IGNORE_INDEX
-            labels.append(lab)
-        rows.append(
-            {
-                "input_ids": np.concatenate([examples[i]["input_ids"] for i in members]),
-                "labels": np.concatenate(labels),
-                "position_ids": np.concatenate([np.arange(len(examples[i]["input_ids"])) for i in members]),
-            }
-        )
-    return rows
 
 
 class Collator:

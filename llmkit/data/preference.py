@@ -103,26 +103,29 @@ def pair_lengths(pair: Mapping[str, Any], tokenizer: Any) -> tuple[int, int]:
 
 
 def build_pairs(
-    rows: Rows, data: DataSection, tokenizer: Any, lengths: Callable[[dict[str, Any]], tuple[int, int]] | None = None
+    rows: Rows,
+    data: DataSection,
+    tokenizer: Any,
+    lengths: Callable[[dict[str, Any]], tuple[int, int]] | None = None,
+    check: bool = True,
 ) -> tuple[list[dict[str, Any]], list[str], TokenStats]:
     """Pairs in TRL's layout, where each came from, and what happened to the rows. Identical pairs and overlong pairs
     follow data.identical_pairs and data.overlong; either way the user is told how many. `lengths(pair)` gives
-    (tokens the pair needs, of which the prompt), by default as DPO tokenises it."""
+    (tokens the pair needs, of which the prompt), by default as DPO tokenises it. Identical pairs are refused
+    (`check_identical`) here, or — with `check=False`, for one batch of a split — by the caller."""
     use_chat = wants_chat(data.format, data.template, tokenizer)
     if len({isinstance(row["chosen"], str) for row in rows.rows}) > 1:
         raise DataError("mixes rows with text answers and rows with chat messages; use one layout per file", rows.name)
     if (use_chat or isinstance(rows.rows[0].get("chosen"), list)) and not getattr(tokenizer, "chat_template", None):
         tokenizer.chat_template = CHATML_TEMPLATE
-    same = [where for row, where in zip(rows.rows, rows.where, strict=True) if identical(row)]
-    if same and data.identical_pairs == "error":
-        more = f" (and {len(same) - MAX_REPORTED} more)" if len(same) > MAX_REPORTED else ""
-        raise DataError(
-            f"{len(same)} rows have chosen identical to rejected, so there is no preference to learn{more}:\n  "
-            + "\n  ".join(same[:MAX_REPORTED])
-            + "\n  fix or remove them, or set data.identical_pairs: drop"
-        )
     pairs, origins = [], []
-    stats = TokenStats(rows=len(rows), identical=len(same), unit="pairs")
+    stats = TokenStats(rows=len(rows), unit="pairs")
+    for row, where in zip(rows.rows, rows.where, strict=True):
+        if identical(row):
+            stats.identical += 1
+            stats.flag("identical", where)
+    if check:
+        check_identical(stats, data.identical_pairs)
     policy = LengthPolicy.of(data)
     for row, where in zip(rows.rows, rows.where, strict=True):
         if identical(row):
@@ -135,3 +138,15 @@ def build_pairs(
         origins.append(where)
         stats.add(min(length, policy.max_length))
     return pairs, origins, stats
+
+
+def check_identical(stats: TokenStats, mode: str) -> None:
+    """With data.identical_pairs: error, rows whose chosen equals rejected are refused, the first few named."""
+    count = stats.flag_counts.get("identical", 0)
+    if count and mode == "error":
+        more = f" (and {count - MAX_REPORTED} more)" if count > MAX_REPORTED else ""
+        raise DataError(
+            f"{count} rows have chosen identical to rejected, so there is no preference to learn{more}:\n  "
+            + "\n  ".join(stats.flagged["identical"][:MAX_REPORTED])
+            + "\n  fix or remove them, or set data.identical_pairs: drop"
+        )

@@ -31,16 +31,17 @@ def reward_ids(prompt: Text, answer: Text, tokenizer: Any, encoder: bool) -> lis
 
 
 def build_reward_pairs(
-    rows: Rows, data: DataSection, tokenizer: Any, encoder: bool
+    rows: Rows, data: DataSection, tokenizer: Any, encoder: bool, check: bool = True
 ) -> tuple[list[dict[str, Any]], list[str], TokenStats]:
     """Pairs as `chosen_ids` / `rejected_ids` (TRL's tokenised layout) of at most data.max_length tokens, after the
-    preference data's checks (identical pairs, data.overlong); each keeps its TRL-layout text for `llmkit eval`."""
+    preference data's checks (identical pairs, data.overlong; `check=False`: the caller refuses identical pairs
+    once per split)."""
 
     def lengths(pair: dict[str, Any]) -> tuple[int, int]:
         answers = [reward_ids(pair["prompt"], pair[key], tokenizer, encoder) for key in ("chosen", "rejected")]
         return max(len(ids) for ids in answers), 0  # a reward model scores whatever is left: always truncatable
 
-    pairs, origins, stats = build_pairs(rows, data, tokenizer, lengths)
+    pairs, origins, stats = build_pairs(rows, data, tokenizer, lengths, check=check)
     return [encode_pair(pair, tokenizer, encoder, data.max_length) for pair in pairs], origins, stats
 
 

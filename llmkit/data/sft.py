@@ -6,7 +6,7 @@ trained is exact — no re-alignment of character offsets — and a prompt token
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,21 +161,32 @@ class Tokenizing:
         return self.encode([(prompt, False)], append_eos=False)[0]
 
     def encode(self, segments: list[Segment], append_eos: bool | None = None) -> tuple[list[int], list[int]]:
-        ids: list[int] = []
-        labels: list[int] = []
-        first = segments[0][0] if segments else ""
+        return next(self.encode_many([segments], append_eos))
+
+    def encode_many(
+        self, rows: list[list[Segment]], append_eos: bool | None = None
+    ) -> Iterator[tuple[list[int], list[int]]]:
+        """(ids, labels) of each row's segments; every segment of every row goes to the tokenizer in one call, which
+        costs far less than a call per segment and gives the same ids."""
+        texts = [text for segments in rows for text, _ in segments]
+        pieces = iter(self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else [])
         bos_text = getattr(self.tokenizer, "bos_token", None)
-        if self.prefix and not (bos_text and first.startswith(bos_text)):
-            ids += self.prefix
-            labels += [IGNORE_INDEX] * len(self.prefix)
-        for text, trained in segments:
-            piece = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-            ids += piece
-            labels += piece if trained else [IGNORE_INDEX] * len(piece)
-        if (self.append_eos if append_eos is None else append_eos) and self.eos_id is not None:
-            ids.append(self.eos_id)
-            labels.append(self.eos_id)
-        return ids, labels
+        eos = (self.append_eos if append_eos is None else append_eos) and self.eos_id is not None
+        for segments in rows:
+            ids: list[int] = []
+            labels: list[int] = []
+            first = segments[0][0] if segments else ""
+            if self.prefix and not (bos_text and first.startswith(bos_text)):
+                ids += self.prefix
+                labels += [IGNORE_INDEX] * len(self.prefix)
+            for _, trained in segments:
+                piece = next(pieces)
+                ids += piece
+                labels += piece if trained else [IGNORE_INDEX] * len(piece)
+            if eos:
+                ids.append(self.eos_id)
+                labels.append(self.eos_id)
+            yield ids, labels
 
 
 def build_examples(
@@ -188,24 +199,34 @@ def build_examples(
     system_prompt: str | None,
     policy: LengthPolicy,
     stop_ids: set[int],
+    check: bool = True,
 ) -> tuple[list[dict[str, np.ndarray]], list[str], TokenStats]:
-    """Tokenised examples ({input_ids, labels}), where each came from, and counts of what happened to the rows."""
+    """Tokenised examples ({input_ids, labels}), where each came from, and counts of what happened to the rows.
+    Rows whose stop token is never trained are counted in the stats and refused (`check_stoppable`) here, or — with
+    `check=False`, when the rows are one batch of a split — once for the whole split by the caller."""
     use_chat = _chat_ready(fmt, template, tokenizer)
     tok = Tokenizing.for_format(tokenizer, use_chat)
+    rendered: list[list[Segment] | DataError] = []
+    for row, origin in zip(rows, where, strict=False):
+        try:
+            rendered.append(render(row, fmt, use_chat, tokenizer, system_prompt))
+        except TemplateError as exc:  # e.g. a Gemma-style template that refuses a system turn
+            rendered.append(
+                DataError(
+                    f"the model's chat template refuses this conversation ({first_line(exc)}); drop "
+                    "data.system_prompt or the turns it rejects, or set data.template: alpaca",
+                    origin,
+                )
+            )
+    encoded = tok.encode_many([r for r in rendered if not isinstance(r, DataError)])
     examples: list[dict[str, np.ndarray]] = []
     origins: list[str] = []
     stats = TokenStats(rows=len(rows), target_tokens=0)
-    unstoppable: list[str] = []
     width = policy.max_length
-    for row, origin in zip(rows, where, strict=False):
-        try:
-            ids, labels = tok.encode(render(row, fmt, use_chat, tokenizer, system_prompt))
-        except TemplateError as exc:  # e.g. a Gemma-style template that refuses a system turn
-            raise DataError(
-                f"the model's chat template refuses this conversation ({first_line(exc)}); drop data.system_prompt "
-                "or the turns it rejects, or set data.template: alpaca",
-                origin,
-            ) from None
+    for segments, origin in zip(rendered, where, strict=False):
+        if isinstance(segments, DataError):
+            raise segments
+        ids, labels = next(encoded)
         decision = policy.decide(len(ids), origin, stats)
         if decision == "drop":
             continue
@@ -216,7 +237,7 @@ def build_examples(
             pieces = [(ids[i : i + width], labels[i : i + width]) for i in range(0, len(ids), width)]
             stats.split_pieces += len(pieces) - 1
         elif stop_ids and not any(label in stop_ids for label in labels):
-            unstoppable.append(origin)
+            stats.flag("unstoppable", origin)
         for piece_ids, piece_labels in pieces:
             trained = sum(1 for label in piece_labels[1:] if label != IGNORE_INDEX)
             if not trained:
@@ -228,11 +249,19 @@ def build_examples(
             origins.append(origin)
             stats.add(len(piece_ids))
             stats.target_tokens += trained
-    if unstoppable and fmt != "text":
+    if check:
+        check_stoppable(stats, fmt, tokenizer, stop_ids)
+    return examples, origins, stats
+
+
+def check_stoppable(stats: TokenStats, fmt: str, tokenizer: Any, stop_ids: set[int]) -> None:
+    """Refuse rows that were not truncated but never train the stop token: the model would not learn to stop."""
+    count = stats.flag_counts.get("unstoppable", 0)
+    if count and fmt != "text":
         names = ", ".join(repr(tokenizer.convert_ids_to_tokens(i)) for i in sorted(stop_ids))
         raise RecipeError(
-            f"data: the stop token ({names}) is never a training target in {len(unstoppable)} of {len(rows)} rows "
-            f"(first: {unstoppable[0]}), so the model would not learn to stop; the chat template's end-of-turn "
-            "marker must be a stop token — set data.template: alpaca, or use a model whose EOS ends its turns."
+            f"data: the stop token ({names}) is never a training target in {count} of {stats.rows} rows "
+            f"(first: {stats.flagged['unstoppable'][0]}), so the model would not learn to stop; the chat template's "
+            "end-of-turn marker must be a stop token — set data.template: alpaca, or use a model whose EOS ends its "
+            "turns."
         )
-    return examples, origins, stats

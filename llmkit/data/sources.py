@@ -11,7 +11,7 @@ import hashlib
 import io
 import json
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,12 @@ class Rows:
     def describe(self) -> dict[str, Any]:
         """For the run manifest: which source, its content hash, and how many of its rows were used."""
         return {"source": self.name, "sha256": self.fingerprint, "rows": len(self.rows)}
+
+    def column(self, key: str) -> list[Any]:
+        return [row.get(key) for row in self.rows]
+
+    def where_of(self, i: int) -> str:
+        return self.where[i]
 
     def select(self, indices: list[int]) -> Rows:
         return Rows(
@@ -86,12 +92,21 @@ def iter_rows(path: str | Path) -> Iterator[tuple[dict[str, Any], str]]:
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise DataError(f"unsupported file type '{path.suffix}'; use one of {', '.join(SUFFIXES)}", str(path))
-    if kind == "parquet" or (kind == "json" and _starts_with_bracket(path)):
+    if kind == "parquet" or (kind == "json" and starts_with_bracket(path)):
         rows = _read_file(path)
         yield from zip(rows.rows, rows.where, strict=True)
         return
     with path.open("rb") as handle:
         yield from LINE_READERS[kind](path, _decoded(handle, path), kind)
+
+
+def sha256_file(path: Path) -> str:
+    """A file's content hash, read in blocks so a large file never sits in memory."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _decoded(handle: Iterable[bytes], path: Path) -> Iterator[str]:
@@ -103,7 +118,7 @@ def _decoded(handle: Iterable[bytes], path: Path) -> Iterator[str]:
             raise DataError("is not valid UTF-8 text", f"{path}:{lineno}") from None
 
 
-def _starts_with_bracket(path: Path) -> bool:
+def starts_with_bracket(path: Path) -> bool:
     with path.open("rb") as handle:
         for line in handle:
             if line.strip():
@@ -188,18 +203,3 @@ def _read_hub(name: str, split: str | None, subset: str | None, revision: str | 
         raise DataError(f"cannot load this hub dataset: {first}", label) from None
     rows = ds.to_list()
     return Rows(rows, [f"{label} row {i + 1}" for i in range(len(rows))], label, ds._fingerprint, ds.column_names)
-
-
-def rename_columns(rows: Rows, mapping: Mapping[str, str]) -> Rows:
-    """Apply a recipe's `columns` map (format field → the user's column name), checking the columns exist."""
-    if not mapping:
-        return rows
-    missing = [col for col in mapping.values() if rows.columns and col not in rows.columns]
-    if missing:
-        raise DataError(
-            f"has no column {missing[0]!r} (data.columns maps to it); its columns are {', '.join(rows.columns)}",
-            rows.name,
-        )
-    inverse = {user: canonical for canonical, user in mapping.items()}
-    renamed = [{inverse.get(k, k): v for k, v in row.items()} for row in rows.rows]
-    return Rows(renamed, rows.where, rows.name, rows.fingerprint, [inverse.get(c, c) for c in rows.columns])

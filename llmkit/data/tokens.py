@@ -1,5 +1,5 @@
-"""What every task's tokenisation shares: the ignored label id, the one length policy, the counts printed afterwards,
-and the loop over rows.
+"""What every task's tokenisation shares: the ignored label id, the one length policy, and the counts printed
+afterwards.
 
 The length policy (`data.max_length`, `data.max_target_length`, `data.overlong`) is decided here, for every task, by
 `LengthPolicy.decide`; each data module then does what the decision says in its own terms (slices ids, re-encodes
@@ -8,19 +8,19 @@ with the tokenizer's truncation, splits a document into windows).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Literal
 
 from llmkit.errors import DataError
 
 if TYPE_CHECKING:
-    from llmkit.data.sources import Rows
     from llmkit.recipe import DataSection
 
 IGNORE_INDEX = -100  # a label that is not trained (prompt tokens, padding): PyTorch's cross-entropy skips it
 
 Decision = Literal["keep", "drop", "truncate", "split"]
+FLAGGED_KEPT = 5  # rows named in an error about a whole split
 
 
 @dataclass
@@ -38,11 +38,39 @@ class TokenStats:
     target_tokens: int | None = None  # trained tokens, where the task counts them
     max_tokens: int = 0
     unit: str = "examples"
+    # rows a check over the whole split flags (a stop token never trained, an identical pair): how many, and the
+    # first few by where they are, so the check can raise once for the whole split however it was batched
+    flag_counts: dict[str, int] = field(default_factory=dict)
+    flagged: dict[str, list[str]] = field(default_factory=dict)
 
     def add(self, n_tokens: int) -> None:
         self.kept += 1
         self.tokens += n_tokens
         self.max_tokens = max(self.max_tokens, n_tokens)
+
+    def flag(self, kind: str, origin: str) -> None:
+        self.flag_counts[kind] = self.flag_counts.get(kind, 0) + 1
+        if len(self.flagged.setdefault(kind, [])) < FLAGGED_KEPT:
+            self.flagged[kind].append(origin)
+
+    @classmethod
+    def merged(cls, parts: Iterable[TokenStats]) -> TokenStats:
+        """The counts of a split from the counts of its batches, in order."""
+        total = cls()
+        for i, part in enumerate(parts):
+            if i == 0:
+                total.unit, total.target_tokens = part.unit, part.target_tokens
+            elif part.target_tokens is not None:
+                total.target_tokens = (total.target_tokens or 0) + part.target_tokens
+            for f in fields(cls):
+                if f.type == "int" and f.name != "max_tokens":
+                    setattr(total, f.name, getattr(total, f.name) + getattr(part, f.name))
+            total.max_tokens = max(total.max_tokens, part.max_tokens)
+            for kind, count in part.flag_counts.items():
+                total.flag_counts[kind] = total.flag_counts.get(kind, 0) + count
+                kept = total.flagged.setdefault(kind, [])
+                kept += part.flagged.get(kind, [])[: FLAGGED_KEPT - len(kept)]
+        return total
 
     def summary(self, name: str) -> str:
         parts = [f"{self.kept} {self.unit} from {self.rows} rows of {name}"]
@@ -108,17 +136,3 @@ class LengthPolicy:
         if self.overlong == "truncate":
             stats.truncated += 1
         return self.overlong  # type: ignore[return-value]
-
-
-def encode_rows(
-    rows: Rows, encode: Callable[[Mapping[str, Any], str, TokenStats], dict[str, Any] | None]
-) -> tuple[list[dict[str, Any]], list[str], TokenStats]:
-    """Encode every row with `encode(row, origin, stats)`; rows it returns None for (dropped) are left out."""
-    stats = TokenStats(rows=len(rows))
-    examples, origins = [], []
-    for row, origin in zip(rows.rows, rows.where, strict=True):
-        example = encode(row, origin, stats)
-        if example is not None:
-            examples.append(example)
-            origins.append(origin)
-    return examples, origins, stats

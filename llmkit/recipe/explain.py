@@ -65,6 +65,7 @@ def _sections() -> dict[str, list[str]]:
 
 def _model_of(annotation: Any) -> type[BaseModel]:
     for arg in typing.get_args(annotation) or (annotation,):
+        arg = _unwrapped(arg)
         if isinstance(arg, type) and issubclass(arg, BaseModel):
             return arg
     raise TypeError(f"no model in {annotation!r}")
@@ -93,8 +94,14 @@ def _default(field: Any) -> str:
     return f"`{json.dumps(value)}`" if value is not None else "unset"
 
 
+def _unwrapped(annotation: Any) -> Any:
+    """The type inside Annotated[...] (a discriminated union's tagged members)."""
+    return typing.get_args(annotation)[0] if typing.get_origin(annotation) is typing.Annotated else annotation
+
+
 def _type(annotation: Any) -> str:
     """`Literal['a', 'b'] | None` → `a, b or null`: the values a user can write, not Python's spelling."""
+    annotation = _unwrapped(annotation)
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin is typing.Literal:
         return " \\| ".join(f"`{a}`" for a in args)

@@ -33,8 +33,8 @@ def normalise(data: Any) -> dict[str, Any]:
     section = data.get("data")
     if isinstance(section, dict):
         for split in DATA_SPLITS:
-            if isinstance(section.get(split), str):
-                section[split] = {"path": section[split]}
+            if split in section:
+                section[split] = source_dict(section[split])
     return data
 
 
@@ -80,9 +80,18 @@ def apply_override(data: dict[str, Any], item: str, source: str | None) -> tuple
         node[part] = child
         node = child
     node[path[-1]] = method_dict(value) if path == ("method",) else value
-    if path in {("data", split) for split in DATA_SPLITS} and isinstance(value, str):
-        node[path[-1]] = {"path": value}
+    if path in {("data", split) for split in DATA_SPLITS}:
+        node[path[-1]] = source_dict(value)
     return path
+
+
+def source_dict(value: Any) -> Any:
+    """A data source given as a path is shorthand for {path: ...}; so is each path of a list of sources (a mix)."""
+    if isinstance(value, str):
+        return {"path": value}
+    if isinstance(value, list):
+        return [source_dict(item) for item in value]
+    return value
 
 
 def load_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:

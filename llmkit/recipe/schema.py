@@ -107,6 +107,15 @@ class Recipe(Section):
             )
         if self.data.packing and not spec.packs:
             raise ValueError(f"data.packing: task {self.task} does not pack examples; remove data.packing")
+        if self.data.streaming and not spec.streams:
+            raise ValueError(
+                f"data.streaming: task {self.task} needs its whole dataset before training starts; remove "
+                "data.streaming (preparation is cached, so a second run loads it in seconds)"
+            )
+        if self.data.streaming and not (self.training.max_steps and self.training.max_steps > 0):
+            raise ValueError(
+                "data.streaming: a stream's length is unknown, so training cannot count epochs; set training.max_steps"
+            )
         if self.data.identical_pairs != "error" and self.data.format not in PAIR_FORMATS:
             raise ValueError(
                 "data.identical_pairs applies to preference data only (format preference or alpaca_preference)"

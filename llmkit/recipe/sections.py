@@ -6,10 +6,11 @@ Each field's description is its documentation: `llmkit explain` and docs/recipe.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationInfo, field_validator, model_validator
 
 from llmkit.errors import did_you_mean
 from llmkit.extras import missing
@@ -49,6 +50,13 @@ class DataSource(Section):
     split: str | None = Field(None, description="hub split (default 'train')")
     subset: str | None = Field(None, description="hub dataset configuration name")
     revision: str | None = Field(None, description="hub dataset branch, tag or commit")
+    columns: dict[str, str] | None = Field(
+        None, description="this source's own column map, when its columns are named differently (default data.columns)"
+    )
+    weight: float | None = Field(
+        None, gt=0, description="a data.train mixture: this source's fraction of the mixed rows (weights sum to 1)"
+    )
+    max_samples: int | None = Field(None, gt=0, description="a data.train mixture: use only this source's first N rows")
 
     @model_validator(mode="after")
     def _one_kind(self, info: ValidationInfo) -> DataSource:
@@ -66,14 +74,24 @@ class DataSource(Section):
         return self.path if self.path else f"hub:{self.hub}[{self.split or 'train'}]"
 
 
+# One source, or a list of them to mix; the tags keep a bad list from also being reported as a bad single source.
+Sources = Annotated[
+    Annotated[DataSource, Tag("<one>")] | Annotated[list[DataSource], Tag("<list>")],
+    Discriminator(lambda value: "<list>" if isinstance(value, list) else "<one>"),
+]
+
+
 class DataSection(Section):
-    train: DataSource = Field(description="training rows: a file path, or {path: ...} / {hub: ..., split: ...}")
+    train: Sources = Field(
+        description="training rows: a file path, {path: ...} / {hub: ..., split: ...}, or a list of them to mix "
+        "(each may set weight or max_samples; docs/data.md)"
+    )
     validation: DataSource | None = Field(None, description="held-out data; if unset, validation_split carves it")
     test: DataSource | None = Field(
         None, description="test data: evaluated once after training, and by `llmkit eval --split test`"
     )
     validation_split: float = Field(0.1, ge=0, lt=1, description="fraction of train held out when no validation")
-    split_seed: int = Field(42, description="seed of the held-out split")
+    split_seed: int = Field(42, description="seed of the held-out split and of a weighted mixture's order")
     format: str = Field("alpaca", description="row layout: " + ", ".join(FORMATS))
     columns: dict[str, str] = Field(
         default_factory=dict, description="map a format field to your column name, e.g. {output: answer}"
@@ -100,6 +118,25 @@ class DataSection(Section):
     identical_pairs: Literal["error", "drop"] = Field(
         "error", description="preference rows whose chosen and rejected are the same: fail, or drop them"
     )
+    cache_dir: str | None = Field(
+        None, description="where prepared (tokenised) data is kept; default $LLMKIT_CACHE/data (~/.cache/llmkit/data)"
+    )
+    num_proc: int | None = Field(
+        None, gt=0, description="processes that tokenise; default one per 10,000 rows, at most the CPUs (and 8)"
+    )
+    streaming: bool = Field(
+        False,
+        description="tokenise training rows as training reads them (data too large to prepare); needs "
+        "training.max_steps; held-out data is data.validation or the first max_eval_samples rows",
+    )
+
+    def train_sources(self) -> list[DataSource]:
+        """data.train as a list: one source, or the sources of a mixture."""
+        return list(self.train) if isinstance(self.train, list) else [self.train]
+
+    def columns_of(self, source: DataSource) -> dict[str, str]:
+        """The column map that applies to `source`: its own, else data.columns."""
+        return self.columns if source.columns is None else source.columns
 
     @field_validator("format")
     @classmethod
@@ -113,11 +150,21 @@ class DataSection(Section):
     @model_validator(mode="after")
     def _cross(self) -> DataSection:
         fmt = FORMATS[self.format]
-        unknown = sorted(set(self.columns) - set(fmt.fields))
-        if unknown:
+        sources = self.train_sources()
+        maps = [("columns", self.columns)] + [(f"{key}.columns", s.columns) for key, s in self._sources() if s.columns]
+        for key, mapping in maps:
+            unknown = sorted(set(mapping) - set(fmt.fields))
+            if unknown:
+                raise ValueError(
+                    f"{key} maps {unknown}, which format '{self.format}' does not have; its fields are "
+                    f"{', '.join(fmt.fields)}"
+                )
+        self._check_mixture(sources)
+        explicit_split = "validation_split" in self.model_fields_set and self.validation_split > 0
+        if self.streaming and self.validation is None and explicit_split:
             raise ValueError(
-                f"columns maps {unknown}, which format '{self.format}' does not have; its fields are "
-                f"{', '.join(fmt.fields)}"
+                "validation_split: a stream's length is unknown, so no fraction of it can be held out; set "
+                "max_eval_samples: N to hold out its first N rows, or give data.validation"
             )
         if self.overlong == "split" and self.format != "text":
             raise ValueError("overlong: split only makes sense for format text; use drop or truncate")
@@ -136,6 +183,35 @@ class DataSection(Section):
                 f"max_target_length applies to formats seq2seq and rationale, not '{self.format}'; remove it"
             )
         return self
+
+    def _sources(self) -> list[tuple[str, DataSource]]:
+        """Every source with its recipe key (train[1], validation, ...)."""
+        train = self.train_sources()
+        named = [(f"train[{i}]" if isinstance(self.train, list) else "train", s) for i, s in enumerate(train)]
+        return named + [(key, s) for key in ("validation", "test") if (s := getattr(self, key)) is not None]
+
+    def _check_mixture(self, sources: list[DataSource]) -> None:
+        """Weights are fractions of the mixture: all sources have one or none does, and they sum to 1."""
+        if not sources:
+            raise ValueError("train: the list of sources is empty; give at least one file or hub dataset")
+        for key, source in self._sources():
+            if not key.startswith("train") and (source.weight is not None or source.max_samples is not None):
+                raise ValueError(f"{key}: weight and max_samples apply to data.train sources only; remove them")
+            if source.weight is not None and source.max_samples is not None:
+                raise ValueError(
+                    f"{key}: give weight (a fraction of the mixture) or max_samples (a number of rows), not both"
+                )
+        weights = [s.weight for s in sources if s.weight is not None]
+        if weights and len(weights) != len(sources):
+            raise ValueError(
+                "train: give every source of the mixture a weight, or none (a weight is that source's fraction of "
+                "the mixed rows)"
+            )
+        if weights and (not math.isfinite(sum(weights)) or abs(sum(weights) - 1) > 1e-6):
+            raise ValueError(
+                f"train: the weights are fractions of the mixture and must sum to 1, not {sum(weights):g} "
+                f"({' + '.join(f'{w:g}' for w in weights)})"
+            )
 
 
 class ClassificationSection(Section):

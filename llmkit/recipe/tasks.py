@@ -29,6 +29,7 @@ class TaskSpec:
     doc: str
     sections: tuple[str, ...] = ()  # optional recipe sections the task reads (filled with defaults for it)
     packs: bool = False  # whether data.packing applies
+    streams: bool = False  # whether data.streaming applies (the runner trains on an IterableDataset)
     # The task's own torch-free rules: on the recipe alone, and once the model's family is known (None if not yet).
     check: Callable[[Recipe], list[str]] | None = None
     check_family: Callable[[Recipe, str | None, str | None], list[str]] | None = None
@@ -74,6 +75,7 @@ TASKS: dict[str, TaskSpec] = {
         doc="supervised fine-tuning of a decoder on instructions, chats or plain text",
         sections=("generation", "evaluation"),  # evaluation: benchmarks after training
         packs=True,
+        streams=True,
     ),
     "classification": TaskSpec(
         module="classification",

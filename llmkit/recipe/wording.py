@@ -6,6 +6,7 @@ Decisions here read the errors' structure (type, location, input), never their m
 from __future__ import annotations
 
 import re
+import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -48,7 +49,8 @@ def explain(
         kind = err["type"]
         if kind == UNKNOWN_KEYS:
             continue  # reported above from the raw dict
-        loc = tuple(str(p) for p in err["loc"] if not isinstance(p, int))
+        # ints are list positions; "<...>" parts are the tags of a discriminated union (data.train: one or a list)
+        loc = tuple(str(p) for p in err["loc"] if not isinstance(p, int) and not str(p).startswith("<"))
         loc = tuple(p for i, p in enumerate(loc) if not (i > 0 and loc[i - 1] == "method" and p in methods))
         got = None
         if kind == "extra_forbidden":
@@ -134,9 +136,18 @@ def allowed_keys(root: type[BaseModel], methods: Mapping[str, type[BaseModel]], 
         field = model.model_fields.get(part)
         if field is None:
             return []
-        annotation = field.annotation
-        candidates = [a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type)]
+        candidates = [a for a in _members(field.annotation) if isinstance(a, type)]
         model = next((a for a in candidates if issubclass(a, BaseModel)), None)
         if model is None:
             return []
     return list(model.model_fields)
+
+
+def _members(annotation: Any) -> list[Any]:
+    """The types a field may hold: a union's members, unwrapped from Annotated[...] and list[...]."""
+    out = []
+    for member in getattr(annotation, "__args__", (annotation,)):
+        while typing.get_origin(member) in (typing.Annotated, list):
+            member = typing.get_args(member)[0]
+        out.append(member)
+    return out

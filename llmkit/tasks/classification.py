@@ -16,10 +16,12 @@ import torch
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase, Trainer
 
 from llmkit.console import say
-from llmkit.data.classification import Encoder, check_known, label_names, oversample
-from llmkit.data.load import load_splits
-from llmkit.data.prepared import Prepared, add_test, prepare_examples
+from llmkit.data.cache import key_for
+from llmkit.data.classification import Encoder, check_known, label_names, oversampled
+from llmkit.data.prepared import Prepared, prepare_splits
 from llmkit.data.sources import Rows
+from llmkit.data.splits import Split
+from llmkit.data.table import values
 from llmkit.data.tokens import LengthPolicy, TokenStats
 from llmkit.fit import fit
 from llmkit.heldout import examples as per_example
@@ -43,25 +45,32 @@ def encoder(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, overlong: str | 
 
 
 def prepare_labelled(
-    env: RunEnv, tokenizer: PreTrainedTokenizerBase, encode: Encode | None = None
+    env: RunEnv, tokenizer: PreTrainedTokenizerBase, encode: Encode | None = None, teacher: Any = None
 ) -> tuple[Prepared, list[str]]:
     """Training, held-out and test examples, and the label names in id order (from the recipe or the training
-    data). `encode(rows, label_ids)` replaces the recipe's encoder (distillation adds the teacher's inputs)."""
+    data). `encode(rows, label_ids)` replaces the recipe's encoder (distillation adds the inputs of a `teacher`
+    tokenizer)."""
     data = env.recipe.data
     encode = encode or encoder(env.recipe, tokenizer).examples
-    train_rows, eval_rows = load_splits(data)
-    names = label_names(train_rows, env.recipe.classification)
-    if eval_rows is not None:
-        check_known(eval_rows, names, UNSEEN)
-    ids = {name: i for i, name in enumerate(names)}
-    prepared = prepare_examples(
-        train_rows,
-        eval_rows,
-        lambda rows: encode(rows, ids),
+
+    def setup(splits: dict[str, Split]) -> tuple[dict[str, Any], Any]:
+        names = label_names(splits["train"], env.recipe.classification)
+        for split in ("validation", "test"):
+            if split in splits:
+                check_known(splits[split], names, UNSEEN)
+        ids = {name: i for i, name in enumerate(names)}
+        return {"labels": names}, lambda rows: encode(rows, ids)
+
+    prepared = prepare_splits(
+        data,
+        None,
         f"(all longer than data.max_length={data.max_length}); raise max_length or set data.overlong: truncate",
+        key=key_for(env.recipe, tokenizer, *([teacher] if teacher is not None else []), head=env.head),
+        test=True,
+        setup=setup,
     )
-    say(f"training examples per label: {_counts(prepared.train, names)}")
-    add_test(prepared, data, lambda rows: encode(rows, ids), check=lambda rows: check_known(rows, names, UNSEEN))
+    names = prepared.facts["labels"]
+    say(f"training examples per label: {_counts(labels_of(prepared.train), names)}")
     return prepared, names
 
 
@@ -69,8 +78,15 @@ def prepare(env: RunEnv, tokenizer: PreTrainedTokenizerBase) -> Prepared:
     return prepare_labelled(env, tokenizer)[0]
 
 
-def _counts(examples: list[dict[str, Any]], names: list[str]) -> str:
-    counts = np.bincount([int(ex["labels"]) for ex in examples], minlength=len(names))
+def labels_of(examples: Any) -> np.ndarray:
+    """The label ids of a Dataset's (or a list's) examples."""
+    if hasattr(examples, "column_names"):
+        return np.asarray(values(examples, "labels"), dtype=np.int64)
+    return np.asarray([int(ex["labels"]) for ex in examples], dtype=np.int64)
+
+
+def _counts(labels: np.ndarray, names: list[str]) -> str:
+    counts = np.bincount(labels, minlength=len(names))
     return ", ".join(f"{name} {n}" for name, n in zip(names, counts, strict=True))
 
 
@@ -100,12 +116,12 @@ def run(env: RunEnv) -> TaskResult:
     train, class_weights = prepared.train, None
     if section.balance == "oversample":
         seed = recipe.training.seed if recipe.training.seed is not None else 42
-        train, _ = oversample(train, prepared.train_where, seed)
-        say(f"oversampled the training set to {_counts(train, names)}")
+        train = train.select(oversampled(labels_of(train), seed))
+        say(f"oversampled the training set to {_counts(labels_of(train), names)}")
     elif section.balance == "class_weights":
         from sklearn.utils.class_weight import compute_class_weight
 
-        labels = [int(ex["labels"]) for ex in train]
+        labels = labels_of(train)
         class_weights = compute_class_weight("balanced", classes=np.arange(len(names)), y=labels).tolist()
         say("class weights: " + ", ".join(f"{n} {w:.3g}" for n, w in zip(names, class_weights, strict=True)))
 

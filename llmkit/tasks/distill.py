@@ -62,6 +62,9 @@ def run(env: RunEnv) -> TaskResult:
             teacher = teacher or load_teacher(ref, head, tokenizer)
             return teacher
 
+        # the teacher's logits join each example, so the examples become Python rows
+        prepared.train = prepared.train.to_list()
+        prepared.held_out = prepared.held_out.to_list() if prepared.held_out else None
         for examples in (prepared.train, prepared.held_out or []):
             key = cache.cache_key(ref.fingerprint(), examples, causal)
             logits = cache.teacher_logits(examples, key, load, collate, causal, batch_size)

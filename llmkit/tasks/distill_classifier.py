@@ -40,8 +40,12 @@ def run(env: RunEnv) -> TaskResult:
     tokenizer = env.tokenizer()
     ref = resolve_teacher(section.teacher, env.recipe.model.dtype)
     teacher_tok = teacher_tokenizer(ref)
-    prepared, names = prepare_labelled(env, tokenizer, _paired_encoder(env, tokenizer, teacher_tok))
-    splits = [prepared.train, prepared.held_out or [], prepared.test or []]
+    prepared, names = prepare_labelled(env, tokenizer, _paired_encoder(env, tokenizer, teacher_tok), teacher_tok)
+    # the teacher's logits join each example, so the examples become Python rows
+    prepared.train, prepared.held_out, prepared.test = (
+        split.to_list() if split else [] for split in (prepared.train, prepared.held_out, prepared.test)
+    )
+    splits = [prepared.train, prepared.held_out, prepared.test]
     _attach_teacher_logits(env, ref, teacher_tok, names, splits)
 
     args = training_args(env, evaluate=bool(prepared.held_out))

@@ -16,6 +16,7 @@ import torch
 from transformers import DataCollatorForSeq2Seq, PreTrainedTokenizerBase
 
 from llmkit.console import say
+from llmkit.data.cache import key_for
 from llmkit.data.collate import Collator
 from llmkit.data.prepared import Prepared, prepare_splits
 from llmkit.data.seq2seq import Encoder as Seq2SeqEncoder
@@ -35,7 +36,11 @@ def prepare(env: RunEnv, tokenizer: PreTrainedTokenizerBase) -> Prepared:
     """One item per input: {"label": example, "rationale": example}; inputs whose either example is dropped (e.g.
     longer than data.max_length) are dropped whole, so every batch pairs the two tasks."""
     return prepare_splits(
-        env.recipe.data, _pairs(env, tokenizer), "after tokenising; raise data.max_length", unit="inputs"
+        env.recipe.data,
+        _pairs(env, tokenizer),
+        "after tokenising; raise data.max_length",
+        unit="inputs",
+        key=key_for(env.recipe, tokenizer, head=env.head),
     )
 
 
@@ -49,10 +54,10 @@ def _pairs(env: RunEnv, tokenizer: PreTrainedTokenizerBase) -> Callable[[Rows], 
             task_rows = [{"source": prefix + row["input"], "target": row[task]} for row in rows.rows]
             examples, origins = encode(task_rows, rows.where)
             by_task[task] = dict(zip(origins, examples, strict=True))
-            say(f"{task} task: {len(examples)} examples from {len(rows)} rows of {rows.name}")
         kept = [where for where in rows.where if all(where in by_task[task] for task in TASKS)]
         items = [{task: by_task[task][where] for task in TASKS} for where in kept]
-        stats = TokenStats(rows=len(rows), unit="inputs")
+        # an input either of whose examples was dropped (longer than max_length) is dropped whole
+        stats = TokenStats(rows=len(rows), unit="inputs", dropped_overlong=len(rows) - len(kept))
         for item in items:
             stats.add(sum(len(item[task]["input_ids"]) for task in TASKS))
         return items, kept, stats
@@ -76,10 +81,8 @@ def _encoder(env: RunEnv, tokenizer: PreTrainedTokenizerBase) -> Callable[..., t
 
     def seq2seq(rows: list[dict[str, str]], where: list[str]) -> tuple[list, list]:
         """As task seq2seq encodes: the prefixed input → input ids, the label or rationale → labels."""
-        stats = TokenStats(rows=len(rows))
-        kept = [
-            (ex, origin) for row, origin in zip(rows, where, strict=True) if (ex := encoder.encode(row, origin, stats))
-        ]
+        encoded = encoder.encode_all(rows, where, TokenStats(rows=len(rows)))
+        kept = [(ex, origin) for ex, origin in zip(encoded, where, strict=True) if ex is not None]
         return [ex for ex, _ in kept], [origin for _, origin in kept]
 
     return seq2seq

@@ -12,11 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 import datasets
-from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
 from llmkit import rewards as reward_functions
 from llmkit.console import say
+from llmkit.data.cache import key_for
 from llmkit.data.prepared import Prepared, prepare_splits
 from llmkit.data.prompts import build_prompts, prompt_ids, prompt_uses_chat, to_trl
 from llmkit.data.sources import Rows
@@ -60,6 +60,7 @@ def prepare(env: RunEnv, tokenizer: PreTrainedTokenizerBase) -> Prepared:
         lambda rows: build_prompts(rows, data, tokenizer, needed),
         f"(all longer than data.max_length={data.max_length})",
         unit="prompts",
+        key=key_for(env.recipe, tokenizer, head=env.head, needed=dict(needed)),  # the checks depend on the rewards
     )
 
 
@@ -70,7 +71,7 @@ def run(env: RunEnv) -> TaskResult:
     tokenizer = env.tokenizer()
     prepared = prepare(env, tokenizer)
     rewards = reward_functions.build(section, tokenizer, task)  # user code imported, reward runs checked, then models
-    held_out = prepared.held_out or None
+    held_out = prepared.held_out.to_list() if prepared.held_out else None  # answered prompt by prompt
     sampled_eval = bool(held_out) and env.recipe.training.eval_strategy not in (None, "no")  # TRL's own, when asked
     args = training_args(env, config_class, evaluate=sampled_eval, **options(env), reward_weights=rewards.weights)
     completions = len(prepared.train) * args.num_generations * args.num_iterations
@@ -79,8 +80,8 @@ def run(env: RunEnv) -> TaskResult:
         model=built.model,
         reward_funcs=rewards.functions,
         args=args,
-        train_dataset=Dataset.from_list(prepared.train),
-        eval_dataset=Dataset.from_list(held_out) if sampled_eval and held_out else None,
+        train_dataset=prepared.train,
+        eval_dataset=prepared.held_out if sampled_eval else None,
         processing_class=tokenizer,
     )
     say(f"reference: {reference(trainer, prompt_ids(prepared.train[0]['prompt'], tokenizer))}")

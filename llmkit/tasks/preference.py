@@ -13,12 +13,12 @@ from typing import Any
 
 import datasets
 import torch
-from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
 from llmkit import models
 from llmkit.console import say
-from llmkit.data.preference import build_pairs, tokenize_pair
+from llmkit.data.cache import key_for
+from llmkit.data.preference import build_pairs, check_identical, tokenize_pair
 from llmkit.data.prepared import Prepared, prepare_splits
 from llmkit.fit import fit
 from llmkit.heldout import weigh_eval_loss
@@ -47,9 +47,11 @@ def prepare(env: RunEnv, tokenizer: PreTrainedTokenizerBase) -> Prepared:
     data = env.recipe.data
     return prepare_splits(
         data,
-        lambda rows: build_pairs(rows, data, tokenizer),
+        lambda rows: build_pairs(rows, data, tokenizer, check=False),
         f"(all identical or longer than data.max_length={data.max_length})",
         unit="preference pairs",
+        key=key_for(env.recipe, tokenizer, head=env.head),
+        finish=lambda stats: check_identical(stats, data.identical_pairs),
     )
 
 
@@ -59,8 +61,8 @@ def run(env: RunEnv) -> TaskResult:
     datasets.disable_progress_bars()  # TRL maps the data in several passes; llmkit's own lines say what came of it
     tokenizer = env.tokenizer()
     prepared = prepare(env, tokenizer)
-    train, held_out = Dataset.from_list(prepared.train), prepared.held_out or None
-    evaluation = Dataset.from_list(held_out) if held_out else None
+    train, evaluation = prepared.train, prepared.held_out or None
+    held_out = evaluation.to_list() if evaluation is not None else None  # scored pair by pair, before and after
     if task == "kto":  # KTO learns from answers marked good or bad: each pair gives one of each
         from trl.data_utils import unpair_preference_dataset
 

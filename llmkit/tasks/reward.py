@@ -12,11 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 import datasets
-from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
 from llmkit.console import say
-from llmkit.data.preference import to_trl, wants_chat
+from llmkit.data.cache import key_for
+from llmkit.data.preference import check_identical, to_trl, wants_chat
 from llmkit.data.prepared import Prepared, prepare_splits
 from llmkit.data.reward import build_reward_pairs, reward_ids
 from llmkit.data.sources import Rows
@@ -36,9 +36,11 @@ def prepare(env: RunEnv, tokenizer: PreTrainedTokenizerBase) -> Prepared:
     encoder = env.base.family in ENCODERS
     return prepare_splits(
         data,
-        lambda rows: build_reward_pairs(rows, data, tokenizer, encoder),
+        lambda rows: build_reward_pairs(rows, data, tokenizer, encoder, check=False),
         f"(all identical or longer than data.max_length={data.max_length})",
         unit="preference pairs",
+        key=key_for(env.recipe, tokenizer, head=env.head, encoder=encoder),
+        finish=lambda stats: check_identical(stats, data.identical_pairs),
     )
 
 
@@ -49,7 +51,7 @@ def run(env: RunEnv) -> TaskResult:
     datasets.disable_progress_bars()
     tokenizer = env.tokenizer()
     prepared = prepare(env, tokenizer)
-    held_out = prepared.held_out or None
+    held_out = prepared.held_out.to_list() if prepared.held_out else None  # scored pair by pair, before and after
     trl_eval = bool(held_out) and env.recipe.training.eval_strategy not in (None, "no")  # TRL's own, when asked
     options = {**trl_defaults(env), **(section.kwargs() if section else {}), "max_length": data.max_length}
     args = training_args(env, RewardConfig, evaluate=trl_eval, **options)
@@ -58,8 +60,8 @@ def run(env: RunEnv) -> TaskResult:
     trainer = RewardTrainer(
         model=built.model,
         args=args,
-        train_dataset=Dataset.from_list(prepared.train),
-        eval_dataset=Dataset.from_list(held_out) if trl_eval and held_out else None,
+        train_dataset=prepared.train,
+        eval_dataset=prepared.held_out if trl_eval else None,
         processing_class=tokenizer,
     )
     # TRL casts a 4-bit model's trainable weights to bfloat16; the head must stay in the dtype its inputs arrive in.

@@ -12,7 +12,8 @@ from typing import Any
 from transformers import DataCollatorForSeq2Seq, PreTrainedTokenizerBase, Seq2SeqTrainer, Seq2SeqTrainingArguments
 
 from llmkit.console import say
-from llmkit.data.prepared import Prepared, add_test, prepare_splits
+from llmkit.data.cache import key_for
+from llmkit.data.prepared import Prepared, prepare_splits
 from llmkit.data.seq2seq import Encoder
 from llmkit.data.sources import Rows
 from llmkit.data.tokens import IGNORE_INDEX
@@ -31,15 +32,14 @@ HEADLINE = ("rouge1", "rouge2", "rougeL", "loss")  # printed before and after tr
 def prepare(env: RunEnv, tokenizer: PreTrainedTokenizerBase) -> Prepared:
     """Rows → {input_ids, labels} for the training, held-out and test splits."""
     data = env.recipe.data
-    encode = Encoder.for_data(tokenizer, data).examples
-    prepared = prepare_splits(
+    return prepare_splits(
         data,
-        encode,
+        Encoder.for_data(tokenizer, data).examples,
         f"(all longer than data.max_length={data.max_length} or data.max_target_length); raise them or set "
         "data.overlong: truncate",
+        key=key_for(env.recipe, tokenizer, head=env.head),
+        test=True,
     )
-    add_test(prepared, data, encode)
-    return prepared
 
 
 def _args(env: RunEnv, evaluate: bool = False) -> Seq2SeqTrainingArguments:

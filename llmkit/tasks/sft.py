@@ -8,15 +8,18 @@ label mask is built — and tested — here either way.
 from __future__ import annotations
 
 import math
+from collections.abc import Sized
 from typing import Any
 
 from transformers import PreTrainedTokenizerBase, Trainer
 
 from llmkit.console import say
-from llmkit.data.collate import Collator, pack
-from llmkit.data.prepared import Prepared, prepare_splits
-from llmkit.data.sft import build_examples, prompt_ids
+from llmkit.data.cache import key_for
+from llmkit.data.collate import Collator
+from llmkit.data.prepared import Prepared, packed, prepare_splits
+from llmkit.data.sft import build_examples, check_stoppable, prompt_ids
 from llmkit.data.sources import Rows
+from llmkit.data.stream import prepare_stream
 from llmkit.data.tokens import LengthPolicy
 from llmkit.fit import fit
 from llmkit.generation import configure, generate
@@ -40,19 +43,30 @@ def text_options(env: RunEnv, tokenizer: PreTrainedTokenizerBase) -> dict[str, A
     )
 
 
-def encoder(env: RunEnv, tokenizer: PreTrainedTokenizerBase) -> Any:
+def encoder(env: RunEnv, tokenizer: PreTrainedTokenizerBase, check: bool = True) -> Any:
+    """rows → (examples, where, stats); `check=False` leaves the stop-token check to the caller (one batch of a
+    split is not the whole split)."""
     options = text_options(env, tokenizer)
-    return lambda rows: build_examples(rows.rows, rows.where, **options)
+    return lambda rows: build_examples(rows.rows, rows.where, **options, check=check)
 
 
 def prepare(env: RunEnv, tokenizer: PreTrainedTokenizerBase) -> Prepared:
-    """Rows → tokenised examples with prompt tokens masked."""
+    """Rows → tokenised examples with prompt tokens masked; cached, or streamed with data.streaming."""
     data = env.recipe.data
+    stop_ids = text_options(env, tokenizer)["stop_ids"]
+
+    def stoppable(stats: Any) -> None:
+        check_stoppable(stats, data.format, tokenizer, stop_ids)
+
+    if data.streaming:
+        return prepare_stream(data, encoder(env, tokenizer, check=False), finish=stoppable)
     return prepare_splits(
         data,
-        encoder(env, tokenizer),
+        encoder(env, tokenizer, check=False),
         f"after tokenising (all longer than data.max_length={data.max_length} or without a trainable token); "
         "raise max_length or set data.overlong: truncate",
+        key=key_for(env.recipe, tokenizer, stop_ids=sorted(stop_ids), head=env.head),
+        finish=stoppable,
     )
 
 
@@ -62,12 +76,11 @@ def run(env: RunEnv) -> TaskResult:
     prepared = prepare(env, tokenizer)
     train, held_out = prepared.train, prepared.held_out
     if data.packing:
-        train = pack(train, data.max_length)
-        held_out = pack(held_out, data.max_length) if held_out else held_out
-        say(f"packed into {len(train)} rows of up to {data.max_length} tokens")
+        train, held_out = packed(prepared, data.max_length, data.num_proc)
 
     args = training_args(env, evaluate=bool(held_out))
-    built = build_model(env, tokenizer, total_steps=total_steps(len(train), args))
+    n_train = len(train) if isinstance(train, Sized) else 0  # a stream has no length; the recipe sets max_steps
+    built = build_model(env, tokenizer, total_steps=total_steps(n_train, args))
     trainer = _trainer(built.model, tokenizer, args, train_dataset=train, eval_dataset=held_out or None)
     metrics = fit(trainer, env, built)
     return TaskResult(metrics, built, tokenizer, data=prepared.sources)
