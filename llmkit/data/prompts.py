@@ -8,12 +8,12 @@ refused before any model loads.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from llmkit.data.sft import CHATML_TEMPLATE
 from llmkit.data.sources import Rows
-from llmkit.data.tokens import LengthPolicy, TokenStats, encode_rows
+from llmkit.data.tokens import LengthPolicy, TokenStats
 from llmkit.errors import DataError
 from llmkit.recipe import DataSection
 
@@ -64,11 +64,11 @@ def check_columns(rows: Rows, needed: Mapping[str, str]) -> None:
         )
 
 
-def check_types(rows: Rows) -> None:
-    """Each column other than the prompt holds one type (numbers count as one): TRL takes the rows as one Arrow table,
-    which cannot hold an answer that is a number in one row and text in another."""
+def check_types(rows: Iterable[tuple[Mapping[str, Any], str]]) -> None:
+    """Each column other than the prompt holds one type (numbers count as one) in `rows` ((row, where) pairs): the
+    rows become one Arrow table, which cannot hold an answer that is a number in one row and text in another."""
     kinds: dict[str, dict[str, str]] = {}
-    for row, where in zip(rows.rows, rows.where, strict=True):
+    for row, where in rows:
         for column, value in row.items():
             if column != "prompt" and value is not None:
                 kind = KINDS.get(type(value).__name__, type(value).__name__)
@@ -89,7 +89,7 @@ def build_prompts(
     """Prompts in TRL's layout and where each came from; prompts longer than data.max_length follow data.overlong
     (drop or error: a cut prompt would ask another question)."""
     check_columns(rows, needed)
-    check_types(rows)
+    check_types(zip(rows.rows, rows.where, strict=True))
     use_chat = prompt_uses_chat(data.template, tokenizer)
     chat_rows = any(isinstance(row["prompt"], list) for row in rows.rows)
     if (use_chat or chat_rows) and not getattr(tokenizer, "chat_template", None):
@@ -104,4 +104,10 @@ def build_prompts(
         stats.add(length)
         return example
 
-    return encode_rows(rows, encode)
+    stats = TokenStats(rows=len(rows))
+    examples, origins = [], []
+    for row, where in zip(rows.rows, rows.where, strict=True):
+        if (example := encode(row, where, stats)) is not None:
+            examples.append(example)
+            origins.append(where)
+    return examples, origins, stats

@@ -21,7 +21,7 @@ from llmkit.data.checks import MAX_REPORTED, bad_rows_error, check_columns, row_
 from llmkit.data.sources import SUFFIXES, iter_rows, sha256_file, starts_with_bracket
 from llmkit.errors import DataError, first_line
 from llmkit.recipe import DataSource
-from llmkit.recipe.formats import FORMATS
+from llmkit.recipe.formats import FORMATS, PROMPT_FORMATS
 
 ROW, SOURCE = "_row", "_source"  # each row's position in its source, and which source of a mixture it is from
 ROWS_PER_WORKER = 10_000  # a worker process costs about a second to start; below this many rows it does not pay
@@ -130,7 +130,8 @@ def read(
         ds = _rename(ds, mapping, name)
         columns = list(ds.column_names)
         check_columns(columns, fmt, name, mixed)
-        ds = ds.select_columns([f for f in FORMATS[fmt].fields if f in columns])
+        if fmt not in PROMPT_FORMATS:  # a prompt's other columns (its answer) are what the rewards read
+            ds = ds.select_columns([f for f in FORMATS[fmt].fields if f in columns])
         ds = ds.add_column(ROW, np.arange(len(ds)), feature=datasets.Value("int64"))
         ds = ds.add_column(SOURCE, np.full(len(ds), index, np.int16), feature=datasets.Value("int16"))
     check(ds, fmt, locate, columns, workdir / "check.arrow", workers(len(ds), num_proc))
@@ -203,6 +204,10 @@ def diagnose(path: Path, fmt: str, mapping: dict[str, str]) -> None:
                 bad.append(problem)
     if count:
         raise bad_rows_error(bad, count, fmt, columns)
+    if fmt in PROMPT_FORMATS:  # a column of mixed types (a number here, text there) is what Arrow refused
+        from llmkit.data.prompts import check_types
+
+        check_types(({inverse.get(k, k): v for k, v in row.items()}, where) for row, where in iter_rows(path))
     if not rows:
         raise DataError("has no rows; a dataset needs at least one example", str(path))
 

@@ -112,8 +112,8 @@ def run(env: RunEnv) -> TaskResult:
 
 
 def _items(task: str) -> Any:
-    """What TRL's per-batch loss is a mean over: pairs (DPO's batch holds the chosen rows, then the rejected ones;
-    ORPO's the chosen ones as their own tensor), or answers for KTO."""
+    """What TRL's per-batch loss is a mean over: pairs (DPO's and RewardTrainer's batch holds the chosen rows, then
+    the rejected ones; ORPO's the chosen ones as their own tensor), or answers for KTO."""
     if task == "kto":
         return lambda inputs: torch.ones(len(inputs["label"]), dtype=torch.long)
     if task == "orpo":
