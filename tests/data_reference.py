@@ -51,17 +51,24 @@ def load_splits(section: Any, test: bool = False) -> dict[str, Rows]:
 
 
 def kind_of(recipe: Any) -> str:
-    """Which data path a recipe's task takes: sft, classification, seq2seq, pairs or rationale."""
+    """Which data path a recipe's task takes: sft, classification, seq2seq, pairs, reward, prompts or rationale."""
     if recipe.task == "distill":
         return {"causal_lm": "sft"}.get(distill_kind(recipe.data.format), distill_kind(recipe.data.format))
+    if recipe.task in ("grpo", "rloo"):
+        return "prompts"
     return "pairs" if recipe.task in ("dpo", "orpo", "kto") else recipe.task
 
 
 def examples(env: Any, tokenizer: Any) -> dict[str, tuple[list, list[str], dict]]:
     """Each split's (examples, where, manifest record) as the list path built them for the recipe's task."""
     from llmkit.data.classification import Encoder as ClassEncoder
+    from llmkit.data.prompts import build_prompts
+    from llmkit.data.reward import build_reward_pairs
     from llmkit.data.tokens import LengthPolicy
+    from llmkit.recipe.rl import columns_needed
     from llmkit.tasks import distill_rationale
+    from llmkit.tasks import grpo as grpo_task
+    from llmkit.tasks import reward as reward_task
     from llmkit.tasks.sft import text_options
 
     recipe, data = env.recipe, env.recipe.data
@@ -78,6 +85,12 @@ def examples(env: Any, tokenizer: Any) -> dict[str, tuple[list, list[str], dict]
         encode = Seq2SeqEncoder.for_data(tokenizer, data).examples
     elif kind == "pairs":
         encode = lambda rows: build_pairs(rows, data, tokenizer)  # noqa: E731
+    elif kind == "reward":
+        encoder = env.base.family in reward_task.ENCODERS
+        encode = lambda rows: build_reward_pairs(rows, data, tokenizer, encoder)  # noqa: E731
+    elif kind == "prompts":
+        needed = columns_needed(grpo_task.section_of(recipe))
+        encode = lambda rows: build_prompts(rows, data, tokenizer, needed)  # noqa: E731
     else:
         encode = distill_rationale._pairs(env, tokenizer)
     out = {}

@@ -83,7 +83,7 @@ def test_full_dpo_learns_the_preference_and_the_reference_never_changes(
     assert not any(p.requires_grad for p in built["ref"].parameters())
     trained = load_trained(out).model.state_dict()
     assert any(not torch.equal(trained[name], after[name]) for name in after)
-    assert "reference: a frozen copy" in stderr and "reward accuracy" in stderr and "eval_rewards/margins" in stdout
+    assert "reference: a frozen copy" in stderr and "reward accuracy" in stderr and "rewards/margins" in stdout
 
 
 def test_lora_dpo_loads_one_base_and_uses_it_with_the_adapter_disabled(
