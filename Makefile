@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 RECIPE ?= recipes/llama-sft-lora.yaml
 ARGS ?=
 
-.PHONY: install test test-fast lint format docs quickstart finetune-lora bench bench-methods bench-data clean
+.PHONY: install test test-fast lint format docs quickstart finetune-lora bench bench-methods bench-data bench-plan clean
 
 install: $(STAMP)
 
@@ -52,6 +52,9 @@ bench-methods: install
 
 bench-data: install
 	$(BIN)/python bench/data_prep.py --rows 100000 1000000 --baseline-rows 100000 --output bench/data-results.json $(ARGS)
+
+bench-plan: install
+	$(BIN)/python bench/plan_memory.py --output bench/plan-results.json $(ARGS)
 
 clean:
 	rm -rf outputs .pytest_cache .ruff_cache
