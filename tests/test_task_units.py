@@ -160,8 +160,7 @@ def test_task_sections_are_filled_for_their_task_only(tmp_path):
 def test_a_section_of_another_task_names_its_line(tmp_path):
     message = _error(tmp_path, _recipe(tmp_path, generation={"max_new_tokens": 5}))
     expected = (
-        "r.yaml:8: generation: this section applies to task sft or seq2seq or grpo or rloo, not 'classification'; "
-        "remove it"
+        "r.yaml:8: generation: this section applies to task sft, seq2seq, grpo or rloo, not 'classification'; remove it"
     )
     assert expected in message
     recipe = _recipe(tmp_path, model_type="llama", task="sft", classification={"balance": "oversample"})

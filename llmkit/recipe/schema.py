@@ -73,7 +73,8 @@ class Recipe(Section):
         task = info.data.get("task")
         users = tasks_using(info.field_name)
         if value is not None and task in TASKS and task not in users:
-            raise ValueError(f"this section applies to task {' or '.join(users)}, not '{task}'; remove it")
+            named = users[0] if len(users) == 1 else f"{', '.join(users[:-1])} or {users[-1]}"
+            raise ValueError(f"this section applies to task {named}, not '{task}'; remove it")
         return value
 
     @model_validator(mode="after")
