@@ -1,11 +1,12 @@
 """Generating text from a model: the recipe's `generation` section as a GenerationConfig, and the one batched
-decoding loop (`llmkit predict` / `generate`, `llmkit rationales`, a rationale student's label accuracy).
+decoding loop (`llmkit predict` / `generate`, `llmkit rationales`, a rationale student's label accuracy, GRPO's greedy
+held-out answers).
 Seq2seq evaluation generates through Seq2SeqTrainer with the same GenerationConfig.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -37,19 +38,26 @@ def configure(model: Any, section: GenerationSection, tokenizer: Any) -> None:
 
 
 @torch.no_grad()
-def generate(
+def generate_ids(
     model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]], batch_size: int = 8, **overrides: Any
-) -> list[str]:
-    """Decode a continuation of each tokenised prompt, with the model's generation config (and `overrides` of it).
-    Decoder-only models are padded on the left, so every prompt ends where generation starts; only the new tokens
-    are returned, stripped and without special tokens."""
+) -> Iterator[torch.Tensor]:
+    """The one batched decoding loop: each batch's new token ids (an encoder-decoder's whole output), with the
+    model's generation config (and `overrides` of it). Decoder-only models are padded on the left, so every prompt
+    ends where generation starts."""
     decoder_only = not model.config.is_encoder_decoder
-    texts: list[str] = []
     for start in range(0, len(prompts), batch_size):
         batch = [{"input_ids": [int(i) for i in ids]} for ids in prompts[start : start + batch_size]]
         inputs = tokenizer.pad(batch, padding_side="left" if decoder_only else "right", return_tensors="pt")
         inputs = {k: v.to(model.device) for k, v in inputs.items()}
         out = model.generate(**inputs, **overrides)
-        new = out[:, inputs["input_ids"].shape[1] :] if decoder_only else out
+        yield out[:, inputs["input_ids"].shape[1] :] if decoder_only else out
+
+
+def generate(
+    model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]], batch_size: int = 8, **overrides: Any
+) -> list[str]:
+    """Decode a continuation of each tokenised prompt: only the new tokens, stripped and without special tokens."""
+    texts: list[str] = []
+    for new in generate_ids(model, tokenizer, prompts, batch_size, **overrides):
         texts += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
     return texts

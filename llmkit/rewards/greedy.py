@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from llmkit.data.prompts import prompt_ids
+from llmkit.generation import generate_ids
 from llmkit.rewards import Rewards, mean
 
 
@@ -46,11 +47,9 @@ def complete(
     was_training = model.training
     model.eval()
     completion_ids: list[list[int]] = []
-    for start in range(0, len(prompts), batch_size):
-        rows = [{"input_ids": prompt_ids(p, tokenizer)} for p in prompts[start : start + batch_size]]
-        inputs = tokenizer.pad(rows, padding_side="left", return_tensors="pt").to(model.device)
-        out = model.generate(**inputs, generation_config=config)
-        completion_ids += cut_at_stop(out[:, inputs["input_ids"].shape[1] :], config.eos_token_id)
+    ids = [prompt_ids(p, tokenizer) for p in prompts]
+    for new in generate_ids(model, tokenizer, ids, batch_size, generation_config=config):
+        completion_ids += cut_at_stop(new, config.eos_token_id)
     model.train(was_training)
     texts = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
     completions = [
