@@ -95,19 +95,14 @@ def build_prompts(
     if (use_chat or chat_rows) and not getattr(tokenizer, "chat_template", None):
         tokenizer.chat_template = CHATML_TEMPLATE
     policy = LengthPolicy.of(data)
-
-    def encode(row: Mapping[str, Any], where: str, stats: TokenStats) -> dict[str, Any] | None:
-        example = to_trl(row, use_chat, data.system_prompt)
-        length = len(prompt_ids(example["prompt"], tokenizer))
-        if policy.decide(length, where, stats, truncatable=False) == "drop":
-            return None
-        stats.add(length)
-        return example
-
     stats = TokenStats(rows=len(rows))
     examples, origins = [], []
     for row, where in zip(rows.rows, rows.where, strict=True):
-        if (example := encode(row, where, stats)) is not None:
-            examples.append(example)
-            origins.append(where)
+        example = to_trl(row, use_chat, data.system_prompt)
+        length = len(prompt_ids(example["prompt"], tokenizer))
+        if policy.decide(length, where, stats, truncatable=False) == "drop":
+            continue
+        stats.add(length)
+        examples.append(example)
+        origins.append(where)
     return examples, origins, stats

@@ -85,7 +85,7 @@ def run(env: RunEnv) -> TaskResult:
         processing_class=tokenizer,
         **kwargs,
     )
-    weigh_eval_loss(trainer, _items(task))
+    weigh_eval_loss(trainer, loss_units(task))
     if task != "orpo":
         copy = "a frozen copy of the base model"
         probe = tokenize_pair(prepared.train[0], tokenizer)
@@ -111,7 +111,7 @@ def run(env: RunEnv) -> TaskResult:
     return TaskResult(metrics, built, tokenizer, data=prepared.sources)
 
 
-def _items(task: str) -> Any:
+def loss_units(task: str) -> Any:
     """What TRL's per-batch loss is a mean over: pairs (DPO's and RewardTrainer's batch holds the chosen rows, then
     the rejected ones; ORPO's the chosen ones as their own tensor), or answers for KTO."""
     if task == "kto":

@@ -26,7 +26,7 @@ from llmkit.models import Trained
 from llmkit.recipe import Recipe
 from llmkit.rewards.model import pairwise, score_ids
 from llmkit.run import RunEnv, TaskResult, build_model, total_steps, training_args
-from llmkit.tasks.preference import _items, trl_defaults
+from llmkit.tasks.preference import loss_units, trl_defaults
 
 ENCODERS = ("bert",)  # families that read a (prompt, answer) text pair; the others read prompt + answer
 
@@ -65,7 +65,7 @@ def run(env: RunEnv) -> TaskResult:
         eval_dataset=prepared.held_out if trl_eval else None,
         processing_class=tokenizer,
     )
-    weigh_eval_loss(trainer, _items("reward"))  # TRL's batch: the chosen answers, then the rejected ones
+    weigh_eval_loss(trainer, loss_units("reward"))  # TRL's batch: the chosen answers, then the rejected ones
     # TRL casts a 4-bit model's trainable weights to bfloat16; the head must stay in the dtype its inputs arrive in.
     for name, p in built.model.named_parameters():
         if name in dtypes and p.dtype != dtypes[name]:
