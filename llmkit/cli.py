@@ -210,6 +210,12 @@ def resume_command(args: argparse.Namespace) -> str:
 def cmd_validate(args: argparse.Namespace) -> int:
     recipe = _load(args)
     print(f"# {args.recipe}: valid", file=sys.stderr)
+    if recipe.data.train is None:
+        print(
+            f"# {args.recipe} has no data.train: it trains only from Python, with its rows passed as "
+            "llmkit.Trainer(recipe, train=rows) (docs/python-api.md); llmkit train needs data.train",
+            file=sys.stderr,
+        )
     print(recipe.to_yaml(), end="")
     return 0
 

@@ -8,14 +8,8 @@ Torch-free throughout: `llmkit validate` and `llmkit explain` never import torch
 from llmkit.recipe.distill import DistillSection
 from llmkit.recipe.rl import GrpoSection, RewardSection, RlooSection
 from llmkit.recipe.schema import TASK_SECTIONS, Recipe
-from llmkit.recipe.sections import (
-    ClassificationSection,
-    DataSection,
-    DataSource,
-    EvaluationSection,
-    GenerationSection,
-    ModelSection,
-)
+from llmkit.recipe.sections import DataSection, DataSource, ModelSection
+from llmkit.recipe.task_sections import ClassificationSection, EvaluationSection, GenerationSection
 from llmkit.recipe.tasks import TASKS, TaskSpec
 from llmkit.recipe.training import TrainingSection
 from llmkit.recipe.trl import DpoSection, KtoSection, OrpoSection

@@ -64,10 +64,15 @@ def _sections() -> dict[str, list[str]]:
 
 
 def _model_of(annotation: Any) -> type[BaseModel]:
-    for arg in typing.get_args(annotation) or (annotation,):
-        arg = _unwrapped(arg)
-        if isinstance(arg, type) and issubclass(arg, BaseModel):
-            return arg
+    """The first model inside an annotation, however deep (`Optional[Annotated[DataSource | list[...]]]`)."""
+    annotation = _unwrapped(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        try:
+            return _model_of(arg)
+        except TypeError:
+            continue
     raise TypeError(f"no model in {annotation!r}")
 
 

@@ -65,6 +65,11 @@ def apply_override(data: dict[str, Any], item: str, source: str | None) -> tuple
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
+    return set_value(data, path, value, item, source)
+
+
+def set_value(data: dict[str, Any], path: Loc, value: Any, item: str, source: str | None = None) -> Loc:
+    """Set the dotted key `path` of a normalised recipe dict (sections made as needed); `item` names it in errors."""
     node = data
     for i, part in enumerate(path[:-1]):
         child = node.get(part)

@@ -20,14 +20,8 @@ from llmkit.recipe import loading, wording
 from llmkit.recipe.distill import DistillSection
 from llmkit.recipe.formats import PAIR_FORMATS
 from llmkit.recipe.rl import GrpoSection, RewardSection, RlooSection
-from llmkit.recipe.sections import (
-    ClassificationSection,
-    DataSection,
-    EvaluationSection,
-    GenerationSection,
-    ModelSection,
-    Section,
-)
+from llmkit.recipe.sections import DataSection, ModelSection, Section
+from llmkit.recipe.task_sections import ClassificationSection, EvaluationSection, GenerationSection
 from llmkit.recipe.tasks import METRIC_TASKS, TASKS, formats_for_task, tasks_using
 from llmkit.recipe.training import TrainingSection, training_key_problems
 from llmkit.recipe.trl import TRL_SECTIONS, DpoSection, KtoSection, OrpoSection
@@ -45,12 +39,21 @@ TASK_SECTIONS: dict[str, type[Section] | type[Any]] = {
 }
 
 
-class Recipe(Section):
+class _FromPython(type(Section)):  # type: ignore[misc]
+    """`Recipe(model=..., data=..., method=..., training=...)` from Python is validated exactly as a YAML file is
+    (`Recipe.from_dict`): shorthands, every problem at once in one RecipeError, the model checks. Pydantic itself
+    builds instances without calling the class, so validation never comes back here."""
+
+    def __call__(cls, **fields: Any) -> Any:
+        return cls.from_dict(fields)
+
+
+class Recipe(Section, metaclass=_FromPython):
     """A whole fine-tuning run. Build one from YAML with `Recipe.from_yaml`, or directly in Python."""
 
     task: str = Field("sft", description="what to train: " + ", ".join(TASKS))
     model: ModelSection
-    data: DataSection
+    data: DataSection = Field(default_factory=DataSection)
     method: MethodBlock = Field(default_factory=lambda: METHODS["full"](), description="how to fine-tune")
     training: TrainingSection = Field(default_factory=TrainingSection)
     output_dir: str = Field(description="where the run writes its model, metrics and manifest")
@@ -147,6 +150,17 @@ class Recipe(Section):
 
     # ------------------------------------------------------------------ loading
 
+    def replace(self, **changes: Any) -> Recipe:
+        """A new recipe with dotted keys changed, validated again like the YAML path:
+        `recipe.replace(**{"training.max_steps": 10}, output_dir="out/b")` (Python values, not YAML text)."""
+        data = loading.normalise(self.model_dump(mode="json", exclude_unset=True))
+        touched = {loading.set_value(data, tuple(key.split(".")), value, key) for key, value in changes.items()}
+        recipe = type(self)._validate(data, None, {}, touched)
+        problems = recipe.compatibility_problems()
+        if problems:
+            raise RecipeError(problems)
+        return recipe
+
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str], overrides: list[str] | None = None) -> Recipe:
         """Load, apply dotted `key.path=value` overrides, validate; raises RecipeError listing every problem."""
@@ -195,26 +209,43 @@ class Recipe(Section):
         touched = {loading.apply_override(data, item, str(path)) for item in overrides or []}
         return cls._validate(data, str(path), lines, touched, saved_run=True)
 
+    def with_data(self, data: dict[str, Any]) -> Recipe:
+        """This recipe with the data section `data`, validated again; its sources may hold in-memory rows
+        (`DataSource.held`, from `llmkit.Trainer(recipe, train=...)`)."""
+        fields = {name: getattr(self, name) for name in type(self).model_fields} | {"data": data}
+        return type(self)._validate(fields, None, {}, set(), in_memory=True)
+
     @classmethod
     def _validate(
-        cls, data: dict[str, Any], source: str | None, lines: dict, touched: set, saved_run: bool = False
+        cls,
+        data: dict[str, Any],
+        source: str | None,
+        lines: dict,
+        touched: set,
+        saved_run: bool = False,
+        in_memory: bool = False,
     ) -> Recipe:
         try:
-            return cls.model_validate(data, context={"saved_run": saved_run})
+            return cls.model_validate(data, context={"saved_run": saved_run, "in_memory": in_memory})
         except ValidationError as exc:
-            key_checks = {"training": training_key_problems}
-            key_checks.update({name: section.key_problems for name, section in TRL_KEYED.items()})
-            problems = wording.explain(
-                exc,
-                data,
-                root=cls,
-                methods=METHODS,
-                key_checks=key_checks,
-                source=source,
-                lines=lines,
-                touched=touched,
-            )
-            raise RecipeError(problems, source) from None
+            raise RecipeError(cls._problems(exc, data, source, lines, touched), source) from None
+
+    @classmethod
+    def _problems(
+        cls, exc: ValidationError, data: dict[str, Any], source: str | None, lines: dict, touched: set
+    ) -> list[str]:
+        key_checks = {"training": training_key_problems}
+        key_checks.update({name: section.key_problems for name, section in TRL_KEYED.items()})
+        return wording.explain(
+            exc,
+            data,
+            root=cls,
+            methods=METHODS,
+            key_checks=key_checks,
+            source=source,
+            lines=lines,
+            touched=touched,
+        )
 
     # ------------------------------------------------------------------ cross-checks needing the model
 

@@ -1,5 +1,5 @@
-"""The recipe's sections that every task shares (model, data) and the small ones some tasks read (classification,
-generation, evaluation). Torch-free: `llmkit validate` never imports torch.
+"""The recipe's sections that every task shares: model and data (with its sources). The small ones some tasks read
+are in `llmkit.recipe.task_sections`. Torch-free: `llmkit validate` never imports torch.
 
 Each field's description is its documentation: `llmkit explain` and docs/recipe.md render it.
 """
@@ -10,14 +10,26 @@ import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    Tag,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from llmkit.errors import did_you_mean
-from llmkit.extras import missing
-from llmkit.recipe.benchmarks import problems
+from llmkit.errors import RecipeError, did_you_mean
 from llmkit.recipe.formats import FORMATS, TEXT_FORMATS
 
 DATA_SPLITS = ("train", "validation", "test")  # data sources a recipe can name; a string is shorthand for {path: …}
+NO_TRAIN = (
+    "data.train: this recipe names no training rows; add data.train (a file or hub dataset) to the recipe, or pass "
+    "the rows from Python with llmkit.Trainer(recipe, train=rows)"
+)
 
 
 class Section(BaseModel):
@@ -57,9 +69,22 @@ class DataSource(Section):
         None, gt=0, description="a data.train mixture: this source's fraction of the mixed rows (weights sum to 1)"
     )
     max_samples: int | None = Field(None, gt=0, description="a data.train mixture: use only this source's first N rows")
+    in_memory: Literal["Dataset", "DataFrame", "list"] | None = Field(
+        None,
+        description="set by llmkit.Trainer(recipe, train=..., validation=..., test=...), never by hand: the rows were "
+        "a Python object of this kind (docs/python-api.md)",
+    )
+    fingerprint: str | None = Field(None, description="with in_memory: the rows' content fingerprint (datasets')")
+
+    # The rows themselves (a datasets.Dataset) and the split they were given for; only on a source that
+    # `llmkit.data.memory.attach` built, in the Python process that holds them.
+    _rows: Any = PrivateAttr(None)
+    _label: str | None = PrivateAttr(None)
 
     @model_validator(mode="after")
     def _one_kind(self, info: ValidationInfo) -> DataSource:
+        if self.in_memory is not None or self.fingerprint is not None:
+            return self._in_memory(info)
         if (self.path is None) == (self.hub is None):
             raise ValueError("give exactly one of 'path' (a local file) or 'hub' (a hub dataset name)")
         if self.path is not None:
@@ -70,7 +95,38 @@ class DataSource(Section):
                 raise ValueError(f"file '{self.path}' does not exist (relative paths start at {Path.cwd()})")
         return self
 
+    @classmethod
+    def held(cls, kind: str, fingerprint: str, rows: Any, name: str) -> DataSource:
+        """An in-memory source holding `rows` (a datasets.Dataset) named `name` in messages; llmkit.data.memory
+        builds these for `llmkit.Trainer(recipe, train=...)`, a recipe file never does."""
+        made = cls.model_validate({"in_memory": kind, "fingerprint": fingerprint}, context={"in_memory": True})
+        made._rows, made._label = rows, name
+        return made
+
+    @property
+    def held_rows(self) -> Any:
+        """The rows of an in-memory source, or None (a file, a hub dataset, or a saved run's record of the rows)."""
+        return self._rows
+
+    @property
+    def held_name(self) -> str | None:
+        return self._label
+
+    def _in_memory(self, info: ValidationInfo) -> DataSource:
+        """Only llmkit.Trainer makes these (and a saved run's recipe.yaml records them); a recipe file cannot."""
+        context = info.context or {}
+        if not (context.get("saved_run") or context.get("in_memory")):
+            raise ValueError(
+                "in_memory names rows that lived in a Python session; a recipe file cannot hold them: pass the rows "
+                "with llmkit.Trainer(recipe, train=...), or give a path or hub dataset"
+            )
+        if self.in_memory is None or self.fingerprint is None or self.path is not None or self.hub is not None:
+            raise ValueError("an in-memory source has in_memory and fingerprint, and no path or hub")
+        return self
+
     def describe(self) -> str:
+        if self.in_memory is not None:
+            return f"in-memory {self.in_memory}"
         return self.path if self.path else f"hub:{self.hub}[{self.split or 'train'}]"
 
 
@@ -82,9 +138,11 @@ Sources = Annotated[
 
 
 class DataSection(Section):
-    train: Sources = Field(
+    train: Sources | None = Field(
+        None,
         description="training rows: a file path, {path: ...} / {hub: ..., split: ...}, or a list of them to mix "
-        "(each may set weight or max_samples; docs/data.md)"
+        "(each may set weight or max_samples; docs/data.md); leave it out to pass the rows from Python, "
+        "llmkit.Trainer(recipe, train=rows)",
     )
     validation: DataSource | None = Field(None, description="held-out data; if unset, validation_split carves it")
     test: DataSource | None = Field(
@@ -131,12 +189,40 @@ class DataSection(Section):
     )
 
     def train_sources(self) -> list[DataSource]:
-        """data.train as a list: one source, or the sources of a mixture."""
+        """data.train as a list: one source, or the sources of a mixture (none when the rows come from Python)."""
+        if self.train is None:
+            return []
         return list(self.train) if isinstance(self.train, list) else [self.train]
+
+    def required_train(self) -> list[DataSource]:
+        """data.train's sources, for every step that reads training rows; a recipe without them cannot run one."""
+        if self.train is None:
+            raise RecipeError(NO_TRAIN)
+        return self.train_sources()
 
     def columns_of(self, source: DataSource) -> dict[str, str]:
         """The column map that applies to `source`: its own, else data.columns."""
         return self.columns if source.columns is None else source.columns
+
+    @field_validator(*DATA_SPLITS, mode="before")
+    @classmethod
+    def _not_rows(cls, value: Any, info: ValidationInfo) -> Any:
+        """Rows put where a source goes (the first thing a notebook user tries) say where rows do go."""
+        known = set(DataSource.model_fields)
+
+        def is_rows(item: Any) -> bool:  # a row (a dict of no source key), or a DataFrame / Dataset
+            if isinstance(item, dict):
+                return bool(item) and not known & set(item)
+            return type(item).__module__.split(".")[0] in ("pandas", "datasets")
+
+        items = value if isinstance(value, list) else [value]
+        if any(is_rows(item) for item in items):
+            what = "a list of row dicts" if isinstance(value, list) else f"a {type(value).__name__}"
+            raise ValueError(
+                f"this holds rows ({what}), but a recipe names a file or hub dataset; pass rows from Python with "
+                f"llmkit.Trainer(recipe, {info.field_name}=rows)"
+            )
+        return value
 
     @field_validator("format")
     @classmethod
@@ -192,7 +278,7 @@ class DataSection(Section):
 
     def _check_mixture(self, sources: list[DataSource]) -> None:
         """Weights are fractions of the mixture: all sources have one or none does, and they sum to 1."""
-        if not sources:
+        if not sources and self.train is not None:
             raise ValueError("train: the list of sources is empty; give at least one file or hub dataset")
         for key, source in self._sources():
             if not key.startswith("train") and (source.weight is not None or source.max_samples is not None):
@@ -212,98 +298,3 @@ class DataSection(Section):
                 f"train: the weights are fractions of the mixture and must sum to 1, not {sum(weights):g} "
                 f"({' + '.join(f'{w:g}' for w in weights)})"
             )
-
-
-class ClassificationSection(Section):
-    """task: classification — which labels the head predicts, and what to do about imbalanced classes."""
-
-    labels: list[str] | None = Field(
-        None, description="label names in id order; default: every label in the training data, sorted"
-    )
-    num_labels: int | None = Field(None, ge=2, description="how many labels to expect; checked against the data")
-    balance: Literal["none", "class_weights", "oversample"] = Field(
-        "none",
-        description="imbalanced classes: 'class_weights' weighs the loss by inverse class frequency (sklearn's "
-        "'balanced'); 'oversample' repeats rarer classes' training rows until every class is as frequent as the "
-        "largest",
-    )
-
-    @field_validator("labels", mode="before")
-    @classmethod
-    def _label_strings(cls, value: Any) -> Any:
-        """Labels in data files are often numbers; they are names here, as in the model config's id2label."""
-        if isinstance(value, list):
-            return [str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
-        return value
-
-    @model_validator(mode="after")
-    def _consistent(self) -> ClassificationSection:
-        if self.labels is not None:
-            if len(self.labels) < 2:
-                raise ValueError("labels needs at least two names; a classifier chooses between labels")
-            repeated = sorted({x for x in self.labels if self.labels.count(x) > 1})
-            if repeated:
-                raise ValueError(f"labels lists {repeated[0]!r} more than once; each label gets one id")
-            if self.num_labels is not None and self.num_labels != len(self.labels):
-                raise ValueError(
-                    f"num_labels is {self.num_labels} but labels lists {len(self.labels)} names; "
-                    "make them agree (or drop num_labels)"
-                )
-        return self
-
-
-class GenerationSection(Section):
-    """Decoding for generation-based evaluation (seq2seq), `llmkit predict` and `llmkit generate`; these become a
-    transformers GenerationConfig on the trained model."""
-
-    max_new_tokens: int = Field(128, gt=0, description="tokens to generate at most")
-    num_beams: int = Field(1, gt=0, description="beam search width; 1 is greedy (or sampling)")
-    do_sample: bool = Field(False, description="sample instead of picking the most likely token")
-    temperature: float | None = Field(None, gt=0, description="with do_sample: sharpen (<1) or flatten (>1)")
-    top_p: float | None = Field(None, gt=0, le=1, description="with do_sample: nucleus sampling")
-    top_k: int | None = Field(None, gt=0, description="with do_sample: sample among the k most likely tokens")
-    repetition_penalty: float | None = Field(None, gt=0)
-    no_repeat_ngram_size: int | None = Field(None, gt=0)
-    length_penalty: float | None = Field(None, description="with num_beams > 1: >0 favours longer outputs")
-
-    @model_validator(mode="after")
-    def _sampling(self) -> GenerationSection:
-        for key in ("temperature", "top_p", "top_k"):
-            if getattr(self, key) is not None and not self.do_sample:
-                raise ValueError(f"{key} only applies when sampling; set do_sample: true or remove {key}")
-        if self.length_penalty is not None and self.num_beams == 1:
-            raise ValueError("length_penalty only applies to beam search; set num_beams above 1 or remove it")
-        return self
-
-    def kwargs(self) -> dict[str, Any]:
-        return {k: v for k, v in self.model_dump().items() if v is not None}
-
-
-class EvaluationSection(Section):
-    """Extra metrics for users who are online (llmkit's own metrics never need the hub), and lm-evaluation-harness
-    benchmarks run on the trained model and its base after training."""
-
-    extra_metrics: list[str] = Field(
-        default_factory=list,
-        description="tasks classification, seq2seq, distill: Hugging Face `evaluate` metrics to add, by hub name "
-        "(needs the hub) or local script path",
-    )
-    benchmarks: list[str] = Field(
-        default_factory=list,
-        description="decoders: lm-evaluation-harness tasks run on the trained model and its base after training, "
-        "as `llmkit benchmark RUN --tasks ... --baseline` would (NAME or NAME:N-SHOT, a local task file, or "
-        "open-llm-leaderboard); needs pip install 'llmkit[eval]'",
-    )
-    benchmark_limit: float | None = Field(
-        None, gt=0, description="examples per benchmark task (a fraction if below 1): for quick checks, not figures"
-    )
-
-    @field_validator("benchmarks")
-    @classmethod
-    def _benchmarks(cls, value: list[str]) -> list[str]:
-        found = problems(value, key="") if value else []
-        if found:
-            raise ValueError(found[0].removeprefix(": "))
-        if value and (problem := missing("lm_eval")):
-            raise ValueError(problem)
-        return value
