@@ -99,7 +99,7 @@ def split_sources(data: DataSection, split: str) -> list[DataSource]:
         return [data.test] if data.test is not None else []
     if split == "validation" and data.validation is not None:
         return [data.validation]
-    return [data.train]
+    return data.required_train()
 
 
 def evaluate_run(

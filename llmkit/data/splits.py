@@ -50,6 +50,9 @@ class Split:
     def describe(self) -> dict[str, Any]:
         """For the run manifest: the source, its content hash and how many of its rows this split holds; for a
         mixture, the same for every source (with its weight or max_samples) under `sources`."""
+        if len(self.sources) == 1 and self.sources[0].in_memory is not None:
+            kind = f"in-memory {self.sources[0].in_memory}"
+            return {"source": self.name, "kind": kind, "fingerprint": self.fingerprints[0], "rows": len(self)}
         if len(self.sources) == 1:
             return {"source": self.name, "sha256": self.fingerprints[0], "rows": len(self)}
         counts = np.bincount(values(self.rows, SOURCE), minlength=len(self.sources))
@@ -70,7 +73,9 @@ class Split:
         """The split as a list of rows (`llmkit eval` and the tests), read as the line reader reads them."""
         rows = rows_of(self.rows[:], nested_columns(self.rows)) if len(self) else []
         where = [self.locators[s](r) for s, r in zip(values(self.rows, SOURCE), values(self.rows, ROW), strict=True)]
-        return Rows(rows, where, self.name, self.describe()["sha256"], list(rows[0]) if rows else [])
+        described = self.describe()
+        fingerprint = described.get("sha256", described.get("fingerprint"))
+        return Rows(rows, where, self.name, fingerprint, list(rows[0]) if rows else [])
 
 
 def locators(sources: Sequence[DataSource]) -> list[Locator]:
@@ -166,7 +171,7 @@ def read_splits(
     data: DataSection, fingerprints: dict[str, list[str]], workdir: Path, test: bool = False
 ) -> dict[str, Split]:
     """Every split a task reads: train, held-out (data.validation or carved from train) and, with `test`, data.test."""
-    train = read_split(data.train_sources(), data, fingerprints["train"], workdir / "train")
+    train = read_split(data.required_train(), data, fingerprints["train"], workdir / "train")
     train_rows, held_rows = carve(len(train), data, train.name)
     splits = {"train": train.select(train_rows)}
     if data.validation is not None:
@@ -182,7 +187,7 @@ def read_splits(
 
 def split_sources(data: DataSection, test: bool = False) -> dict[str, list[DataSource]]:
     """The sources each split reads (held-out carved from train reads train's)."""
-    out = {"train": data.train_sources()}
+    out = {"train": data.required_train()}
     out["validation"] = [data.validation] if data.validation is not None else out["train"]
     if test and data.test is not None:
         out["test"] = [data.test]

@@ -44,7 +44,7 @@ def prepare_stream(data: DataSection, encode: Encode, finish: Callable[[TokenSta
     """The training stream (mixed as data.train says) and the held-out examples."""
     import datasets
 
-    sources = data.train_sources()
+    sources = data.required_train()
     streams, fields = [], {ROW: None, SOURCE: None}
     for i, source in enumerate(sources):
         ds, columns = _stream(source, data, i)

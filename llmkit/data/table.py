@@ -31,15 +31,18 @@ MAX_WORKERS = 8
 @dataclass
 class Locator:
     """Where row i of one source is: `file:line` in a file read line by line, `file[row N]` in a JSON array or
-    parquet file, `hub:name[split] row N` in a hub dataset. Line numbers are read from the file on first use."""
+    parquet file, `hub:name[split] row N` in a hub dataset, `row i of train (in-memory list)` in rows passed from
+    Python (i as the user indexes them). Line numbers are read from the file on first use."""
 
     name: str
-    kind: str  # one of SUFFIXES' values, "json-array" or "hub"
+    kind: str  # one of SUFFIXES' values, "json-array", "hub" or "memory"
     lines: array | None = field(default=None, repr=False)
 
     def __call__(self, i: int) -> str:
         if self.kind == "hub":
             return f"{self.name} row {i + 1}"
+        if self.kind == "memory":
+            return f"row {i} of {self.name}"
         if self.kind in ("json-array", "parquet", "stream"):  # a stream's rows are numbered as they are read
             return f"{self.name}[row {i + 1}]"
         if self.kind == "line":  # a stream read by the line reader: `i` is the line itself
@@ -50,7 +53,7 @@ class Locator:
 
     def ready(self) -> Locator:
         """Read the line numbers now (before the locator is copied into worker processes)."""
-        if self.kind not in ("hub", "json-array", "parquet", "stream", "line") and self.lines is None:
+        if self.kind not in ("hub", "memory", "json-array", "parquet", "stream", "line") and self.lines is None:
             self.lines = _line_numbers(Path(self.name), self.kind)
         return self
 
@@ -85,6 +88,8 @@ def workers(n_rows: int, asked: int | None = None) -> int | None:
 def source_kind(source: DataSource) -> str:
     if source.hub is not None:
         return "hub"
+    if source.in_memory is not None:
+        return "memory"
     path = Path(source.path or "").expanduser()
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
@@ -93,11 +98,16 @@ def source_kind(source: DataSource) -> str:
 
 
 def source_name(source: DataSource) -> str:
+    if source.in_memory is not None:
+        return source.held_name or source.describe()
     return str(Path(source.path).expanduser()) if source.path else f"hub:{source.hub}[{source.split or 'train'}]"
 
 
 def fingerprint(source: DataSource) -> str:
-    """The content hash of a file, or for a hub dataset its name, revision and the fingerprint `datasets` gives it."""
+    """The content hash of a file, for a hub dataset its name, revision and the fingerprint `datasets` gives it, and
+    for rows passed from Python the fingerprint of their Dataset (`datasets` hashes an in-memory table's content)."""
+    if source.fingerprint is not None:
+        return source.fingerprint
     if source.path is not None:
         return sha256_file(Path(source.path).expanduser())
     return _read_hub(source)._fingerprint
@@ -122,7 +132,10 @@ def read(
     locate = Locator(name, kind)
     workdir.mkdir(parents=True, exist_ok=True)
     with _quiet():
-        ds = _read_hub(source) if kind == "hub" else _read_file(Path(name), kind, fmt, mapping, workdir)
+        if kind == "memory":
+            ds = _held(source, name)
+        else:
+            ds = _read_hub(source) if kind == "hub" else _read_file(Path(name), kind, fmt, mapping, workdir)
         if len(ds) == 0:
             raise DataError("has no rows; a dataset needs at least one example", name)
         if kind in ("csv", "tsv"):
@@ -136,6 +149,18 @@ def read(
         ds = ds.add_column(SOURCE, np.full(len(ds), index, np.int16), feature=datasets.Value("int16"))
     check(ds, fmt, locate, columns, workdir / "check.arrow", workers(len(ds), num_proc))
     return ds, locate
+
+
+def _held(source: DataSource, name: str) -> Any:
+    """The rows of an in-memory source; a saved run's recipe records them by fingerprint only."""
+    if source.held_rows is None:
+        raise DataError(
+            f"was passed from Python (fingerprint {source.fingerprint}) to the session that trained this run and is "
+            "not saved with it; pass the rows again with llmkit.Trainer(recipe, train=...), or point this split at a "
+            "file (e.g. data.test=FILE)",
+            name,
+        )
+    return source.held_rows
 
 
 def _read_file(path: Path, kind: str, fmt: str, mapping: dict[str, str], workdir: Path) -> Any:
