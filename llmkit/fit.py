@@ -49,8 +49,9 @@ def fit(
     signals, non_finite = StopOnSignal(), StopOnNonFinite()
     trainer.remove_callback(transformers.trainer_callback.ProgressCallback)
     trainer.remove_callback(transformers.trainer_callback.PrinterCallback)
-    # Order matters at each step's end: the non-finite check has the last word on saving, the record sees the result.
-    for callback in (*built.callbacks, signals, non_finite, record, Progress()):
+    # Order matters at each step's end: the non-finite check has the last word on saving, the record sees the result;
+    # the user's callbacks (llmkit.Trainer(callbacks=...)) come last and see what llmkit decided.
+    for callback in (*built.callbacks, signals, non_finite, record, Progress(), *env.callbacks):
         trainer.add_callback(callback)
     say(precision.describe(trainer.model, trainer.args))
     if env.resume_from is not None:

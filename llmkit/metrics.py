@@ -48,10 +48,17 @@ def rouge_scores(predictions: Sequence[str], references: Sequence[str]) -> dict[
 
 class ExtraMetrics:
     """The recipe's `evaluation.extra_metrics`, loaded with Hugging Face `evaluate` before any model loads, so a
-    metric that cannot be fetched (offline) fails the run at once, with the reason."""
+    metric that cannot be fetched (offline) fails the run at once, with the reason; and the `compute_metrics`
+    function given to `llmkit.Trainer`, called the same way: `(predictions, references) -> {name: number}`."""
 
-    def __init__(self, names: Sequence[str]):
+    def __init__(self, names: Sequence[str], own: Callable[[Any, Any], dict[str, Any]] | None = None):
         self.modules = [(name, _load_metric(name)) for name in names]
+        self.own = own
+
+    @classmethod
+    def of(cls, env: Any) -> ExtraMetrics:
+        """A run's extra metrics: its recipe's and its Python `compute_metrics` (an `llmkit.run.RunEnv`)."""
+        return cls(env.recipe.evaluation.extra_metrics, env.compute_metrics)
 
     def scores(self, predictions: Sequence[Any], references: Sequence[Any]) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -64,7 +71,22 @@ class ExtraMetrics:
             for key, value in (result or {}).items():
                 if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
                     out[key if key == name else f"{name}_{key}"] = float(value)
+        if self.own is not None:
+            out.update(_own_scores(self.own, predictions, references))
         return out
+
+
+def _own_scores(own: Callable[[Any, Any], dict[str, Any]], predictions: Any, references: Any) -> dict[str, float]:
+    """The user's `compute_metrics` result: a dict of numbers (a failure keeps its traceback: it is the user's code)."""
+    try:
+        result = own(predictions, references)
+    except Exception as exc:
+        raise LlmkitError(f"compute_metrics raised {type(exc).__name__}: {first_line(exc)}") from exc
+    if not isinstance(result, dict) or not all(
+        isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in result.values()
+    ):
+        raise LlmkitError(f"compute_metrics must return a dict of metric name → number, not {result!r:.80}")
+    return {str(k): float(v) for k, v in result.items()}
 
 
 @cache

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import resource
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -70,6 +71,10 @@ class RunEnv:
     run: RunDir
     base: models.ResolvedModel
     resume_from: Path | None = None  # the complete checkpoint this run continues (training.resume_from_checkpoint)
+    # From Python (`llmkit.Trainer`): transformers TrainerCallbacks `fit` installs on every task's trainer, and a
+    # `compute_metrics(predictions, references) -> dict` that classification and seq2seq add to their metrics.
+    callbacks: tuple[Any, ...] = ()
+    compute_metrics: Callable[[Any, Any], dict[str, Any]] | None = None
 
     @property
     def spec(self) -> TaskSpec:

@@ -111,7 +111,7 @@ def run(env: RunEnv) -> TaskResult:
     section = recipe.classification
     tokenizer = env.tokenizer()
     prepared, names = prepare_labelled(env, tokenizer)
-    extra = ExtraMetrics(recipe.evaluation.extra_metrics)
+    extra = ExtraMetrics.of(env)
 
     train, class_weights = prepared.train, None
     if section.balance == "oversample":
@@ -154,7 +154,7 @@ def evaluate(env: RunEnv, trained: Trained, rows: Rows, prefix: str) -> dict[str
     check_known(rows, names, "is not one the checkpoint was trained on")
     examples, _, stats = encoder(env.recipe, trained.tokenizer).examples(rows, {n: i for i, n in enumerate(names)})
     say(f"{prefix}: {stats.summary(rows.name)}")
-    extra = ExtraMetrics(env.recipe.evaluation.extra_metrics)
+    extra = ExtraMetrics.of(env)
     args = training_args(env)
     trainer = _trainer(trained.model, trained.tokenizer, extra, args=args, compute_loss_func=batch_loss())
     return evaluate_split(trainer, examples, prefix)

@@ -58,7 +58,7 @@ def run(env: RunEnv) -> TaskResult:
         eval_dataset=prepared.held_out or None,
         data_collator=TeacherCollator(DataCollatorWithPadding(tokenizer)),
         processing_class=tokenizer,
-        compute_metrics=compute_classification(ExtraMetrics(env.recipe.evaluation.extra_metrics)),
+        compute_metrics=compute_classification(ExtraMetrics.of(env)),
         loss=SoftTargets(None, section.alpha, section.temperature, causal=False),
     )
     metrics = fit(trainer, env, built, test=prepared.test, headline_keys=HEADLINE)

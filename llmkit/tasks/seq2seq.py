@@ -55,7 +55,7 @@ def _trainer(env: RunEnv, model: Any, tokenizer: Any, args: Seq2SeqTrainingArgum
         # go to the loss function, not to the model.
         data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=IGNORE_INDEX),
         processing_class=tokenizer,
-        compute_metrics=compute_rouge(tokenizer, ExtraMetrics(env.recipe.evaluation.extra_metrics)),
+        compute_metrics=compute_rouge(tokenizer, ExtraMetrics.of(env)),
         compute_loss_func=batch_loss(label_smoothing=args.label_smoothing_factor),
         **kwargs,
     )
