@@ -52,8 +52,6 @@ def set_verbosity() -> None:
     import transformers
 
     transformers.logging.set_verbosity_warning()
-    # bitsandbytes warns at import, on CPUs without an optional hub kernel, about a fallback it then uses correctly.
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     reporter = logging.getLogger("transformers.modeling_utils")
     if not any(isinstance(f, _ExpectedLoadReport) for f in reporter.filters):
         reporter.addFilter(_ExpectedLoadReport())

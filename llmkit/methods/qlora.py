@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from llmkit import notices
 from llmkit.extras import missing
 from llmkit.methods.base import MethodContext
 from llmkit.methods.heads import head_module_names
@@ -39,6 +40,8 @@ class QLoraMethod(LoraMethod):
     def load_kwargs(self, ctx: MethodContext) -> dict[str, Any]:
         import torch
         from transformers import BitsAndBytesConfig
+
+        notices.release("bitsandbytes")  # 4-bit is used: what bitsandbytes said as it loaded is about this run
 
         # Trainer never moves a quantised model, so on a GPU it must load onto this process's device.
         device = {"device_map": {"": torch.cuda.current_device()}} if torch.cuda.is_available() else {}
