@@ -10,17 +10,23 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+from pydantic import ValidationError
 
 from llmkit.console import say, set_verbosity
+from llmkit.data import memory
 from llmkit.data.sources import iter_rows
-from llmkit.errors import DataError, LlmkitError
+from llmkit.errors import DataError, LlmkitError, RecipeError, did_you_mean
 from llmkit.evaluation import find_checkpoint, run_recipe
-from llmkit.recipe import Recipe
+from llmkit.recipe import GenerationSection, Recipe
 from llmkit.recipe.formats import FORMATS
 from llmkit.tasks import predictor
+
+if TYPE_CHECKING:
+    from llmkit.models import Trained
 
 Batch = list[tuple[dict[str, Any], dict[str, Any], str]]  # (row as read, row in format fields, where)
 
@@ -48,7 +54,7 @@ def predict_file(
     if batch_size < 1:
         raise LlmkitError("--batch-size must be at least 1.")
     set_verbosity()
-    rows = _checked_rows(chosen, source)
+    rows = _checked_rows(chosen, iter_rows(source))
     first = next(rows, None)  # a bad first row fails before the model loads
     if first is None:
         raise DataError("has no rows to predict", str(source))
@@ -79,12 +85,44 @@ def predict_file(
     return writer.written
 
 
-def _checked_rows(recipe: Recipe, source: Path) -> Iterator[tuple[dict[str, Any], dict[str, Any], str]]:
-    """Rows as read, renamed to the format's fields (data.columns) and checked: a bad one stops with its line."""
+def predict(run: str | os.PathLike[str], rows: Any, batch_size: int = 16) -> list[dict[str, Any]]:
+    """`llmkit predict` from Python: each row (a datasets.Dataset, a pandas DataFrame or a list of dicts) with the
+    run's prediction added, exactly the JSON lines `llmkit predict` writes. `llmkit.load(run).predict(rows)` too."""
+    found = find_checkpoint(run)
+    recipe = run_recipe(found)
+    predictor(recipe.task)  # a task that cannot predict says so before the model loads
+    checked = located_rows(recipe, rows)  # and so does a bad row
+    set_verbosity()
+    return predict_rows(recipe, found.load(), checked, batch_size)
+
+
+def predict_rows(recipe: Recipe, trained: Trained, rows: Batch, batch_size: int = 16) -> list[dict[str, Any]]:
+    """Checked rows (as `_checked_rows` yields them) with their predictions, `batch_size` rows at a time."""
+    if batch_size < 1:
+        raise LlmkitError("batch_size must be at least 1.")
+    task = predictor(recipe.task)
+    out: list[dict[str, Any]] = []
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start : start + batch_size]
+        predictions = task.predict(recipe, trained, [f for _, f, _ in batch], [w for _, _, w in batch])
+        out += [{**row, **prediction} for (row, _, _), prediction in zip(batch, predictions, strict=True)]
+    return out
+
+
+def located_rows(recipe: Recipe, rows: Any) -> Batch:
+    """In-memory rows for prediction, checked: a bad one stops with its index (`row 3 of rows (in-memory list)`)."""
+    records, where = memory.located(rows, "rows")
+    return list(_checked_rows(recipe, zip(records, where, strict=True)))
+
+
+def _checked_rows(
+    recipe: Recipe, rows: Iterable[tuple[dict[str, Any], str]]
+) -> Iterator[tuple[dict[str, Any], dict[str, Any], str]]:
+    """Rows as read, renamed to the format's fields (data.columns) and checked: a bad one stops with where it is."""
     fmt = FORMATS[recipe.data.format]
     check = fmt.check_input or fmt.check_row
     inverse = {user: field for field, user in recipe.data.columns.items()}
-    for row, where in iter_rows(source):
+    for row, where in rows:
         fields = {inverse.get(key, key): value for key, value in row.items()}
         problem = check(fields)
         if problem:
@@ -138,15 +176,37 @@ def generate_from_run(
 ) -> list[str]:
     """Generate from a finished sft, seq2seq or grpo run, each prompt rendered with the run's own template (Alpaca or
     chat template, system prompt, source prefix) and decoded with its `generation` settings."""
-    recipe = Recipe.from_run(run_dir)
+    settings = {} if max_new_tokens is None else {"max_new_tokens": max_new_tokens}
+    recipe = generation_recipe(Recipe.from_run(run_dir), run_dir, settings)
+    set_verbosity()
+    return generate_texts(recipe, find_checkpoint(run_dir).load(), prompts)
+
+
+def generation_recipe(recipe: Recipe, run: str | os.PathLike[str], settings: dict[str, Any]) -> Recipe:
+    """The run's recipe with `generation` settings changed (validated as the recipe's are); a run that does not
+    generate text says so before any model loads."""
     if recipe.data.format not in PROMPT_ROWS:
         raise LlmkitError(
-            f"'{run_dir}' is a {recipe.task} run, which does not generate text; use llmkit predict for its outputs."
+            f"'{run}' is a {recipe.task} run, which does not generate text; use llmkit predict for its outputs."
         )
-    predict = predictor(recipe.task, "generate").predict
-    if max_new_tokens is not None:
-        recipe.generation.max_new_tokens = max_new_tokens
-    set_verbosity()
-    trained = find_checkpoint(run_dir).load()
+    predictor(recipe.task, "generate")
+    if not settings:
+        return recipe
+    merged = {**recipe.generation.model_dump(exclude_unset=True), **settings}
+    try:
+        generation = GenerationSection.model_validate(merged)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(str(part) for part in ("generation", *error["loc"]))
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = f"unknown key{did_you_mean(str(error['loc'][-1]), GenerationSection.model_fields)}"
+        raise RecipeError(f"{key}: {message}") from None
+    return recipe.model_copy(update={"generation": generation})
+
+
+def generate_texts(recipe: Recipe, trained: Trained, prompts: Sequence[str]) -> list[str]:
+    """Each prompt rendered as the run's training rendered its rows, and the model's answer (`llmkit generate`)."""
     rows = [PROMPT_ROWS[recipe.data.format](prompt) for prompt in prompts]
-    return [out["generation"] for out in predict(recipe, trained, rows, ["--prompt"] * len(rows))]
+    predictions = predictor(recipe.task, "generate").predict(recipe, trained, rows, ["--prompt"] * len(rows))
+    return [out["generation"] for out in predictions]

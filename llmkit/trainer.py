@@ -6,44 +6,74 @@ recipe → run directory → base model (resolved, family checked) → task runn
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
-from pathlib import Path
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from llmkit import models, outputs, tasks
 from llmkit.console import say, set_verbosity
+from llmkit.data.memory import attach
 from llmkit.errors import LlmkitError, RecipeError, first_line
 from llmkit.outputs import RunDir
 from llmkit.recipe import Recipe
+from llmkit.recipe.tasks import METRIC_TASKS
+from llmkit.result import RunResult
 from llmkit.run import RunEnv, distributed_state, method_context, resource_metrics, save_run
 
-
-@dataclass(frozen=True)
-class RunResult:
-    """What a finished run produced: its directory, the metrics written to `metrics.json`, and — for notebooks —
-    the trained model and tokenizer still in memory."""
-
-    output_dir: Path
-    metrics: dict[str, Any]
-    model: Any = None
-    tokenizer: Any = None
+__all__ = ["RunResult", "Trainer", "train"]
 
 
 class Trainer:
-    """Train one recipe. `Trainer(Recipe.from_yaml("r.yaml")).train()` is exactly what `llmkit train r.yaml` does."""
+    """Train one recipe. `Trainer(Recipe.from_yaml("r.yaml")).train()` is exactly what `llmkit train r.yaml` does.
 
-    def __init__(self, recipe: Recipe, source: str | None = None):
+    From a notebook: `train` / `validation` / `test` take rows you hold (a datasets.Dataset or DatasetDict, a pandas
+    DataFrame, a list of dicts) in place of the recipe's files; `callbacks` are transformers TrainerCallbacks, put on
+    the task's trainer whatever the task; `compute_metrics(predictions, references) -> {name: number}` adds your
+    metrics to a classifier's (label ids) or a seq2seq model's (generated and reference texts). docs/python-api.md.
+    """
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        source: str | None = None,
+        *,
+        train: Any = None,
+        validation: Any = None,
+        test: Any = None,
+        callbacks: Sequence[Any] = (),
+        compute_metrics: Callable[[Any, Any], dict[str, Any]] | None = None,
+    ):
+        if not isinstance(recipe, Recipe):
+            raise RecipeError(
+                f"llmkit.Trainer takes a Recipe (Recipe.from_yaml(path), Recipe(...)), not a {type(recipe).__name__}"
+            )
+        if compute_metrics is not None and recipe.task not in METRIC_TASKS:
+            raise RecipeError(
+                f"compute_metrics: task {recipe.task} reports a held-out loss only, which metrics on predictions "
+                f"cannot add to; remove compute_metrics (tasks {', '.join(METRIC_TASKS)} take it)"
+            )
         self.recipe = recipe
         self.source = source
+        self.data = {"train": train, "validation": validation, "test": test}
+        self.callbacks = tuple(callbacks)
+        self.compute_metrics = compute_metrics
 
     def train(self) -> RunResult:
-        return train(self.recipe, self.source)
+        recipe = attach(self.recipe, **self.data)  # rows become sources here, checked before anything loads
+        return train(recipe, self.source, callbacks=self.callbacks, compute_metrics=self.compute_metrics)
 
 
-def train(recipe: Recipe, source: str | None = None) -> RunResult:
+def train(
+    recipe: Recipe,
+    source: str | None = None,
+    *,
+    callbacks: Sequence[Any] = (),
+    compute_metrics: Callable[[Any, Any], dict[str, Any]] | None = None,
+) -> RunResult:
     """Run one recipe. Under `torchrun` / `accelerate launch` every process runs this; only the main one writes the
     run directory, and the others wait for it at each step that changes it."""
     started = time.time()
+    recipe.data.required_train()  # a recipe for Python (no data.train) says so before anything loads
     set_verbosity()
     state = distributed_state(recipe)
     run = RunDir.for_output(recipe.output_dir)
@@ -58,7 +88,14 @@ def train(recipe: Recipe, source: str | None = None) -> RunResult:
     problems += models.length_problems(base, lengths)
     if problems:
         raise RecipeError(problems, source)
-    env = RunEnv(recipe=recipe, run=run, base=base, resume_from=resume)
+    env = RunEnv(
+        recipe=recipe,
+        run=run,
+        base=base,
+        resume_from=resume,
+        callbacks=tuple(callbacks),
+        compute_metrics=compute_metrics,
+    )
     try:  # peft / bitsandbytes configs check themselves here, before any weights load
         recipe.method.upstream_config(method_context(env))
     except (ValueError, TypeError) as exc:
