@@ -14,7 +14,7 @@ import datasets
 import pandas as pd
 import pytest
 from conftest import REPO, run_cli, sft_recipe, write_recipe
-from toy import classification_recipe, sentiment_rows, write_jsonl, write_splits
+from toy import classification_recipe, copy_rows, sentiment_rows, seq2seq_recipe, write_jsonl, write_splits
 from transformers import TrainerCallback
 
 import llmkit
@@ -303,6 +303,28 @@ def test_classifier_from_a_dataframe_with_a_metric_hook_predicts_as_the_cli_does
         result.predict([{"text": "good"}, {"text": " "}])
     with pytest.raises(llmkit.LlmkitError, match="does not generate text"):
         result.generate("hi")
+
+
+@pytest.mark.e2e
+def test_seq2seq_metric_hook_gets_the_generated_and_reference_texts(tiny_dirs, tmp_path):
+    splits = write_splits(tmp_path / "data", copy_rows, sizes=(16, 8, 8))
+    recipe = seq2seq_recipe(tiny_dirs["t5"], splits, tmp_path / "run")
+    recipe["training"]["max_steps"] = 2
+    del recipe["data"]["train"], recipe["data"]["validation"]
+    seen = []
+
+    def exact(predictions, references):
+        seen.append((predictions, references))
+        return {"exact": sum(p == r for p, r in zip(predictions, references, strict=True)) / len(references)}
+
+    rows = copy_rows(16, 0)
+    held = datasets.Dataset.from_list(copy_rows(8, 1))
+    result = llmkit.Trainer(Recipe.from_dict(recipe), train=rows, validation=held, compute_metrics=exact).train()
+    predictions, references = seen[-1]
+    assert references == [r["target"] for r in copy_rows(8, 1)]
+    assert len(predictions) == 8 and all(isinstance(p, str) for p in predictions)
+    assert {"eval_exact_before", "eval_exact", "eval_rouge1"} <= set(result.metrics)
+    assert result.generate(held[0]["source"]) == result.predict([{"source": held[0]["source"]}])[0]["generation"]
 
 
 def test_compute_metrics_is_refused_for_a_task_without_metrics(tiny_dirs, tmp_path):
