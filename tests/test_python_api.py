@@ -201,6 +201,20 @@ def test_bad_rows_are_named_by_their_index_in_the_object(rows, tiny_dirs, tmp_pa
     assert len(prepared.train) == 3
 
 
+def test_hub_style_label_ids_and_dataframe_gaps_read_as_a_file_would_hold_them(tiny_dirs, tmp_path):
+    """A ClassLabel column gives its names (id2label 'pos', not '1'); a DataFrame's NaN is a missing field."""
+    from llmkit.data.memory import as_dataset
+
+    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])})
+    hub_like = datasets.Dataset.from_dict({"text": ["good", "bad", "??"], "label": [1, 0, -1]}, features=features)
+    ds, kind = as_dataset(hub_like, "train")
+    assert (kind, ds["label"]) == ("Dataset", ["pos", "neg", None])
+    frame = pd.DataFrame([{"instruction": "a", "input": "x", "output": "b"}, {"instruction": "c", "output": "d"}] * 3)
+    recipe = _python_recipe(tiny_dirs["llama"], tmp_path / "run", **{"data.validation_split": 0})
+    _, _, prepared = prepare_recipe(attach(recipe, train=frame))
+    assert len(prepared.train) == 6
+
+
 def test_two_different_in_memory_datasets_never_share_a_cache_entry(rows, tiny_dirs, tmp_path):
     recipe = _python_recipe(tiny_dirs["llama"], tmp_path / "run")
     _, _, first = prepare_recipe(attach(recipe, train=rows[:20]))

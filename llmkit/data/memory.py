@@ -83,7 +83,7 @@ def as_dataset(rows: Any, split: str, data: DataSection | None = None) -> tuple[
     import datasets
 
     if isinstance(rows, datasets.Dataset):
-        return _nonempty(rows, label(split, "Dataset")), "Dataset"
+        return _label_names(_nonempty(rows, label(split, "Dataset"))), "Dataset"
     if isinstance(rows, datasets.IterableDataset):
         raise DataError(
             f"{split}= got an IterableDataset, whose rows cannot be counted or fingerprinted before training; pass a "
@@ -105,9 +105,10 @@ def as_dataset(rows: Any, split: str, data: DataSection | None = None) -> tuple[
 
 
 def records_of(rows: Any, name: str) -> Iterator[dict[str, Any]]:
-    """The rows of a list of dicts or a DataFrame as dicts; anything else in a list is named by its index."""
+    """The rows of a list of dicts or a DataFrame as dicts; anything else in a list is named by its index. A
+    DataFrame's missing values (NaN, None, NaT) are None, as a missing field of a JSON row is."""
     if _is_dataframe(rows):
-        yield from rows.to_dict(orient="records")
+        yield from rows.astype(object).where(rows.notna(), None).to_dict(orient="records")
         return
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
@@ -131,6 +132,23 @@ def located(rows: Any, split: str) -> tuple[list[dict[str, Any]], list[str]]:
     if not records:
         raise DataError("has no rows", name)
     return records, [where(name, i) for i in range(len(records))]
+
+
+def _label_names(ds: Any) -> Any:
+    """ClassLabel columns (most hub classification datasets) as their label names, as a file would hold them, so a
+    classifier's id2label says 'pos', not '1'; -1 (no label) is None. The fingerprint follows from the original's."""
+    import datasets
+
+    named = {c: f for c, f in ds.features.items() if isinstance(f, datasets.ClassLabel)}
+    if not named:
+        return ds
+    features = datasets.Features({**ds.features, **dict.fromkeys(named, datasets.Value("string"))})
+
+    def names(batch: dict[str, list]) -> dict[str, list]:
+        return {c: [f.int2str(v) if v is not None and v >= 0 else None for v in batch[c]] for c, f in named.items()}
+
+    with _quiet():
+        return ds.map(names, batched=True, features=features, new_fingerprint=f"{ds._fingerprint[:16]}-names")
 
 
 def _is_dataframe(rows: Any) -> bool:
