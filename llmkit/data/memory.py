@@ -82,16 +82,9 @@ def as_dataset(rows: Any, split: str, data: DataSection | None = None) -> tuple[
     make into a table (a column of mixed types) is read row by row to name the bad row."""
     import datasets
 
-    if isinstance(rows, datasets.Dataset):
-        return _label_names(_nonempty(rows, label(split, "Dataset"))), "Dataset"
-    if isinstance(rows, datasets.IterableDataset):
-        raise DataError(
-            f"{split}= got an IterableDataset, whose rows cannot be counted or fingerprinted before training; pass a "
-            "Dataset, or name the files in the recipe with data.streaming: true"
-        )
-    kind = "DataFrame" if _is_dataframe(rows) else "list" if isinstance(rows, (list, tuple)) else None
-    if kind is None:
-        raise DataError(f"{split}= takes {KINDS}, not a {type(rows).__name__}")
+    kind = kind_of(rows, split)
+    if kind == "Dataset":
+        return _label_names(_nonempty(rows, label(split, kind))), kind
     name = label(split, kind)
     records = list(records_of(rows, name))
     try:
@@ -102,6 +95,24 @@ def as_dataset(rows: Any, split: str, data: DataSection | None = None) -> tuple[
             _diagnose(records, data, name)
         raise DataError(f"cannot be made into a table ({first_line(exc)})", name) from None
     return _nonempty(ds, name), kind
+
+
+def kind_of(rows: Any, split: str) -> str:
+    """Dataset, DataFrame or list; anything else (a dict of columns, an iterator, an IterableDataset) is refused."""
+    import datasets
+
+    if isinstance(rows, datasets.Dataset):
+        return "Dataset"
+    if isinstance(rows, datasets.IterableDataset):
+        raise DataError(
+            f"{split}= got an IterableDataset, whose rows cannot be counted or fingerprinted before training; pass a "
+            "Dataset, or name the files in the recipe with data.streaming: true"
+        )
+    if _is_dataframe(rows):
+        return "DataFrame"
+    if isinstance(rows, (list, tuple)):
+        return "list"
+    raise DataError(f"{split}= takes {KINDS}, not a {type(rows).__name__}")
 
 
 def records_of(rows: Any, name: str) -> Iterator[dict[str, Any]]:
@@ -118,17 +129,9 @@ def records_of(rows: Any, name: str) -> Iterator[dict[str, Any]]:
 
 def located(rows: Any, split: str) -> tuple[list[dict[str, Any]], list[str]]:
     """Any of the kinds as a list of row dicts and where each is (for predict, which reads rows one by one)."""
-    import datasets
-
-    if isinstance(rows, datasets.Dataset):
-        name = label(split, "Dataset")
-        records = rows.to_list()
-    else:
-        as_kind = "DataFrame" if _is_dataframe(rows) else "list" if isinstance(rows, (list, tuple)) else None
-        if as_kind is None:
-            raise DataError(f"{split} takes {KINDS}, not a {type(rows).__name__}")
-        name = label(split, as_kind)
-        records = list(records_of(rows, name))
+    kind = kind_of(rows, split)
+    name = label(split, kind)
+    records = rows.to_list() if kind == "Dataset" else list(records_of(rows, name))
     if not records:
         raise DataError("has no rows", name)
     return records, [where(name, i) for i in range(len(records))]
