@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 
@@ -164,6 +165,8 @@ def test_a_dataset_dict_gives_its_splits_and_refuses_others(rows, tiny_dirs, tmp
         test=datasets.Dataset.from_list(rows[35:]),
     )
     attached = attach(recipe, train=whole)
+    copied = pickle.loads(pickle.dumps(attached))  # as a Dataset.map worker gets it: the rows stay here
+    assert (copied.data.train.fingerprint, copied.data.train.held_rows) == (attached.data.train.fingerprint, None)
     assert [s.in_memory for s in (attached.data.train, attached.data.validation, attached.data.test)] == ["Dataset"] * 3
     assert attached.data.test.fingerprint == whole["test"]._fingerprint  # sft reads no test split; eval would
     _, _, prepared = prepare_recipe(attached)

@@ -112,6 +112,12 @@ class DataSource(Section):
     def held_name(self) -> str | None:
         return self._label
 
+    def __getstate__(self) -> dict[Any, Any]:
+        """Pickled without its rows (a Dataset.map worker gets a recipe in a closure; it reads examples, never
+        sources), so a large in-memory dataset is not copied into every process."""
+        state = super().__getstate__()
+        return {**state, "__pydantic_private__": {**(state.get("__pydantic_private__") or {}), "_rows": None}}
+
     def _in_memory(self, info: ValidationInfo) -> DataSource:
         """Only llmkit.Trainer makes these (and a saved run's recipe.yaml records them); a recipe file cannot."""
         context = info.context or {}
