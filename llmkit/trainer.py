@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from llmkit import models, outputs, tasks
+from llmkit import kernels, models, outputs, tasks
 from llmkit.console import say, set_verbosity
 from llmkit.errors import LlmkitError, RecipeError, first_line
 from llmkit.outputs import RunDir
@@ -46,6 +46,7 @@ def train(recipe: Recipe, source: str | None = None) -> RunResult:
     started = time.time()
     set_verbosity()
     state = distributed_state(recipe)
+    kernels.check(recipe, source)  # before any weights load
     run = RunDir.for_output(recipe.output_dir)
     resume = run.check(recipe.training.resume_from_checkpoint)
     state.wait_for_everyone()  # every process has checked before any writes
