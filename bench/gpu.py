@@ -186,7 +186,7 @@ def run_llmkit(method: str, base: Path, text: Path, args: argparse.Namespace, wo
     recipe = {
         "task": "sft",
         "model": {"name": str(base)},
-        "data": {"train": str(text), "format": "text", "max_length": args.seq, "packing": True},
+        "data": {"train": str(text), "format": "text", "max_length": args.seq, "packing": True, "validation_split": 0},
         "method": block,
         "training": {
             "max_steps": args.steps,
