@@ -68,6 +68,7 @@ class QLoraMethod(LoraMethod):
 
     def reload(self, base_model: Any, run_dir: Any) -> Any:
         keep_4bit_training_layout(base_model)
+        release_checkpoint_mapping(base_model)  # predict / eval hold the 4-bit base only, as training does
         return super().reload(base_model, run_dir)
 
     def merged(self, base_model: Any, run_dir: Any) -> Any:
