@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 RECIPE ?= recipes/llama-sft-lora.yaml
 ARGS ?=
 
-.PHONY: install test test-fast lint format docs quickstart finetune-lora bench bench-methods bench-data bench-plan clean
+.PHONY: install test test-fast lint format docs quickstart finetune-lora bench bench-methods bench-data bench-plan bench-gpu clean
 
 install: $(STAMP)
 
@@ -55,6 +55,10 @@ bench-data: install
 
 bench-plan: install
 	$(BIN)/python bench/plan_memory.py --output bench/plan-results.json $(ARGS)
+
+# One CUDA GPU: a ~1B Llama, LoRA / QLoRA / full, llmkit vs a bare loop vs TRL (bench/README.md). Exits 0 without a GPU.
+bench-gpu: install
+	$(BIN)/python bench/gpu.py --output bench/gpu-results.json --markdown bench/gpu-results.md $(ARGS)
 
 clean:
 	rm -rf outputs .pytest_cache .ruff_cache

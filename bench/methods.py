@@ -3,6 +3,7 @@ held-out loss before and after. One command writes a JSON results file and a mar
 
     python bench/methods.py                       # SmolLM2-135M-Instruct, 1,100 instructions (make bench-methods)
     python bench/methods.py --tiny --steps 4      # a tiny random model: checks the script end to end in a minute
+    python bench/methods.py --methods lora,qlora --merge --note "..."   # re-measure some rows, keep the others
 
 Each method trains in its own `llmkit train` process, so peak memory (max RSS on CPU, max allocated on CUDA) is that
 method's alone. Learning rates are each method's usual one (the same as its recipe); everything else is shared.
@@ -119,6 +120,12 @@ def markdown(results: dict[str, dict], info: dict) -> str:
         "| method | trainable params | % of total | peak memory (MB) | tokens/s | held-out loss before → after |",
         "| --- | ---: | ---: | ---: | ---: | --- |",
     ]
+    later = {label: r["remeasured"] for label, r in results.items() if "remeasured" in r}
+    for when, command, note in sorted({(m["when"], m["command"], m["note"]) for m in later.values()}):
+        rows = ", ".join(
+            f"`{label}`" for label, m in later.items() if (m["when"], m["command"], m["note"]) == (when, command, note)
+        )
+        lines[2:2] = ["", f"Re-measured on {when} with `{command}`: {rows}. {note}".rstrip()]
     for label, r in results.items():
         if "skipped" in r or "error" in r:
             lines.append(
@@ -145,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default="outputs/bench-methods", help="where runs and logs go (must be new)")
     parser.add_argument("--output", default="bench/methods-results.json")
     parser.add_argument("--markdown", default="docs/methods-benchmark.md")
+    parser.add_argument("--merge", action="store_true", help="replace only these rows in the existing --output")
+    parser.add_argument("--note", default="", help="with --merge: why the rows were re-measured (in the table)")
     args = parser.parse_args(argv)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(set(args.methods) - set(METHOD_RUNS))
@@ -176,6 +185,11 @@ def main(argv: list[str] | None = None) -> int:
         **{k: getattr(args, k) for k in ("steps", "batch", "max_length", "eval_samples")},
     }
     results = run_all(args, model, family, work)
+    if args.merge:  # the earlier setup stays the table's; each new row says when and how it was measured
+        earlier = json.loads(Path(args.output).read_text())
+        for r in results.values():
+            r["remeasured"] = {"when": info["when"], "command": info["command"], "note": args.note}
+        results, info = {**earlier["results"], **results}, earlier["setup"]
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps({"setup": info, "results": results}, indent=2) + "\n")
     Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ EXTRAS = {
     "bitsandbytes": ("qlora", "qlora"),
     "evaluate": ("metrics", "evaluation.extra_metrics"),
     "lm_eval": ("eval", "llmkit benchmark (and evaluation.benchmarks)"),
+    "liger_kernel": ("liger", "training.use_liger_kernel"),
 }
 
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from llmkit import models, outputs, tasks
+from llmkit import kernels, models, outputs, tasks
 from llmkit.console import say, set_verbosity
 from llmkit.data.memory import attach
 from llmkit.errors import LlmkitError, RecipeError, first_line
@@ -76,6 +76,7 @@ def train(
     recipe.data.required_train()  # a recipe for Python (no data.train) says so before anything loads
     set_verbosity()
     state = distributed_state(recipe)
+    kernels.check(recipe, source)  # before any weights load
     run = RunDir.for_output(recipe.output_dir)
     resume = run.check(recipe.training.resume_from_checkpoint)
     state.wait_for_everyone()  # every process has checked before any writes

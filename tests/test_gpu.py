@@ -55,3 +55,14 @@ def test_auto_precision_and_attention_fit_the_gpu(method, tiny_dirs, instruction
     attention = "flash_attention_2" if flash else "sdpa"
     expected = f"precision: {weights} weights, {'bf16' if bf16 else 'no'} autocast · attention {attention}"
     assert expected in capfd.readouterr().err
+
+
+def test_liger_kernels_train_lora_on_gpu(tiny_dirs, instructions_small, tmp_path):
+    """training.use_liger_kernel: transformers patches Liger's kernels into the model, and it still learns."""
+    pytest.importorskip("liger_kernel", reason="needs pip install 'llmkit[liger]'")
+    recipe = sft_recipe(tiny_dirs["llama"], instructions_small, tmp_path / "run")
+    recipe["training"].update(use_liger_kernel=True, max_steps=10, bf16=True)
+    result = llmkit.Trainer(Recipe.from_dict(recipe)).train()
+    assert result.metrics["eval_loss"] < result.metrics["eval_loss_before"]
+    patched = [m for m in result.model.modules() if "Liger" in getattr(m.__dict__.get("forward"), "__qualname__", "")]
+    assert patched, "Liger binds its kernels' forward onto the model's modules (RMSNorm, MLP); none was"

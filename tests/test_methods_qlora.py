@@ -7,6 +7,8 @@ is 64 wide because bitsandbytes repacks only layers at least one quantisation bl
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from methods_harness import Case, batch, method
@@ -114,3 +116,30 @@ def test_parameter_counts_count_4bit_values_not_bytes(tiny_dirs):
     quantised = Case(method("qlora", r=4), tiny_dirs["llama"], "causal_lm").applied()
     full_precision = Case(method("lora", r=4), tiny_dirs["llama"], "causal_lm").applied()
     assert count_parameters(quantised) == count_parameters(full_precision)
+
+
+def _mapped(path) -> bool:
+    with open("/proc/self/maps") as maps:
+        return str(path) in maps.read()
+
+
+@pytest.mark.skipif(
+    torch.cuda.is_available() or not os.path.exists("/proc/self/maps"), reason="CPU loading, read from /proc/self/maps"
+)
+def test_the_4bit_base_does_not_keep_the_checkpoint_file_mapped(wide_llama):
+    """Left mapped, every page of the float32 checkpoint that quantisation read stays resident next to the 4-bit copy
+    (on CPU, transformers loads the unquantised weights as views into the mapped file): QLoRA then saves nothing."""
+    import gc
+
+    from llmkit.methods.qlora import release_checkpoint_mapping
+
+    checkpoint = wide_llama / "model.safetensors"
+    base = _qlora_case(wide_llama).load_base()
+    gc.collect()
+    assert _mapped(checkpoint), "transformers no longer maps the checkpoint: release_checkpoint_mapping can go"
+    release_checkpoint_mapping(base)
+    gc.collect()
+    assert not _mapped(checkpoint)
+    model = _qlora_case(wide_llama).applied()
+    gc.collect()
+    assert not _mapped(checkpoint) and model is not None

@@ -65,11 +65,13 @@ class QLoraMethod(LoraMethod):
         from peft import get_peft_model, prepare_model_for_kbit_training
 
         keep_4bit_training_layout(model)
+        release_checkpoint_mapping(model)
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         return get_peft_model(model, self.upstream_config(ctx))
 
     def reload(self, base_model: Any, run_dir: Any) -> Any:
         keep_4bit_training_layout(base_model)
+        release_checkpoint_mapping(base_model)  # predict / eval hold the 4-bit base only, as training does
         return super().reload(base_model, run_dir)
 
     def merged(self, base_model: Any, run_dir: Any) -> Any:
@@ -96,6 +98,25 @@ def keep_4bit_training_layout(model: Any) -> None:
     for module in model.modules():
         if isinstance(module, bnb.nn.Linear4bit):
             module.support_avx512bf16_for_cpu = False
+
+
+def release_checkpoint_mapping(model: Any) -> None:
+    """Give the weights that stay in full precision (embeddings, norms, heads) memory of their own, so the
+    memory-mapped safetensors checkpoint is unmapped.
+
+    On CPU, transformers loads those weights as views into the mapped file; while one view lives, every page of the
+    file that quantisation read (the full-precision originals of the 4-bit weights) stays mapped and resident, and
+    QLoRA would hold the whole float32 checkpoint as well as its 4-bit copy (docs/memory.md has the measurements).
+    """
+    import torch
+
+    for param in model.parameters():  # each once: tied embeddings are one Parameter
+        if type(param).__name__ != "Params4bit" and param.device.type == "cpu":
+            param.data = param.data.clone()
+    for module in model.modules():
+        for name, buffer in module.named_buffers(recurse=False):
+            if isinstance(buffer, torch.Tensor) and buffer.device.type == "cpu":
+                module._buffers[name] = buffer.clone()
 
 
 def _linear_to_conv1d(model: Any) -> None:

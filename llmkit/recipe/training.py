@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from llmkit.errors import did_you_mean
+from llmkit.extras import missing
 from llmkit.recipe.wording import unknown_keys
 from llmkit.upstream import config_fields
 
@@ -67,6 +68,11 @@ class TrainingSection(BaseModel):
     report_to: str | list[str] | None = Field(
         None, description="trackers transformers logs to: tensorboard, wandb, mlflow, trackio, ... (default none)"
     )
+    use_liger_kernel: bool | None = Field(
+        None,
+        description="Liger's Triton kernels (RMSNorm, RoPE, SwiGLU, fused linear cross-entropy that never holds the "
+        "full logits) patched into the model; a CUDA GPU and pip install 'llmkit[liger]'",
+    )
     dataloader_num_workers: int | None = Field(None, ge=0)
     resume_from_checkpoint: bool | str | None = Field(
         None,
@@ -82,6 +88,15 @@ class TrainingSection(BaseModel):
             modules, package = TRACKERS.get(name, ((), ""))
             if modules and not any(importlib.util.find_spec(m) for m in modules):
                 raise ValueError(f"'{name}' needs the {package} package: pip install {package} (or remove it)")
+        return value
+
+    @field_validator("use_liger_kernel")
+    @classmethod
+    def _liger_installed(cls, value: bool | None) -> bool | None:
+        """transformers would raise its ImportError only once the model has loaded; say so at validate."""
+        problem = missing("liger_kernel") if value else None
+        if problem:
+            raise ValueError(f"Liger's kernels need {problem.split(' needs ', 1)[1]} (or remove the key)")
         return value
 
     @field_validator("max_steps")
