@@ -4,10 +4,12 @@ Why our own: transformers' causal-LM and encoder-decoder heads compute the logit
 keep them, their log-softmax and their gradient alive for backward; on SmolLM2 (49,152 tokens) that is most of a
 LoRA run's activation memory. TRL's fused LM head (which its DPO, KTO and GRPO trainers use) returns a causal LM's
 per-token log-probabilities only, not the whole distribution distillation's KL needs, nor an encoder-decoder's; and
-Liger's fused kernel needs Triton on a GPU. Here a forward pre-hook on the head hands llmkit the hidden states and lets the head compute nothing; the
-hidden states of the positions whose label is not -100 then go through the head `chunk` at a time, and each chunk's
-loss and gradient are computed and freed in the forward pass (`_HeadLoss`), so backward only multiplies stored
-gradients. The result equals the model's own loss and gradients (tests pin both, to 1e-5, on GPT-2, Llama and T5).
+Liger's fused kernel needs Triton on a GPU.
+
+Here a forward pre-hook on the head hands llmkit the hidden states and lets the head compute nothing; the hidden
+states of the positions whose label is not -100 then go through the head `chunk` at a time, and each chunk's loss
+and gradient are computed and freed in the forward pass (`_HeadLoss`), so backward only multiplies stored gradients.
+The result equals the model's own loss and gradients (tests pin both, to 1e-5, on GPT-2, Llama and T5).
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ def unsupported(model: Any, sharded: bool = False) -> str | None:
         return f"model type '{model_type}' changes its logits after the head"
     if output_head(model) is None:
         return "the model has no LM head"
+    if type(getattr(model, "base_model", None)).__name__ == "AdaLoraModel":
+        return "AdaLoRA adds its orthogonal regularisation to the model's own loss"
     if sharded:
         return "FSDP and DeepSpeed gather the head's weight only inside the model's forward"
     return None

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 from conftest import SHARED_DATA, sft_recipe
-from peft import LoraConfig, PromptTuningConfig, get_peft_model
+from peft import AdaLoraConfig, LoraConfig, PromptTuningConfig, get_peft_model
 
 from llmkit.chunked import (
     HeadInput,
@@ -172,6 +172,8 @@ def test_where_it_is_not_exact_it_says_why():
     assert unsupported(tiny_model("gpt2")) is None
     assert "FSDP" in unsupported(tiny_model("gpt2"), sharded=True)
     assert "model type 'bert'" in unsupported(tiny_model("bert", head="seq_cls"))
+    adalora = get_peft_model(tiny_model("llama"), AdaLoraConfig(target_modules=["q_proj"], total_step=10))
+    assert "orthogonal regularisation" in unsupported(adalora)
 
 
 # ---------------------------------------------------------------- whole runs: chunked and not give the same run

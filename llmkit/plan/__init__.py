@@ -130,6 +130,7 @@ def _chunk(recipe: Recipe, arch: Arch, head: str) -> int:
     training = recipe.training
     sharded = bool((training.model_extra or {}).get("fsdp") or (training.model_extra or {}).get("deepspeed"))
     applies = recipe.task in CHUNKED_TASKS and head != "seq_cls" and arch.model_type in EXACT_HEAD_MODEL_TYPES
+    applies = applies and recipe.method.name != "adalora"  # its regularisation rides on the model's own loss
     return chunk_tokens(arch.vocab) if training.chunked_loss and applies and not sharded else 0
 
 
