@@ -175,6 +175,53 @@ def head_loss(
     return total, stats
 
 
+class _HeadLogProbs(torch.autograd.Function):
+    """Per-position log-probability of `targets` through `head`, a chunk at a time. For a loss that is not a sum over
+    positions (ORPO's odds ratio of per-row means), so the gradient cannot be taken in forward: backward recomputes
+    each chunk's logits. Also returns each position's mean logit, detached, for TRL's logging."""
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda")
+    def forward(ctx: Any, hidden: torch.Tensor, head: nn.Module, targets: torch.Tensor, chunk: int, *params: Any):
+        log_probs, means = [], []
+        for start in range(0, len(hidden), chunk):
+            logits = head(hidden[start : start + chunk]).float()
+            log_probs.append(logits.log_softmax(-1).gather(-1, targets[start : start + chunk, None]).squeeze(-1))
+            means.append(logits.mean(-1))
+        ctx.save_for_backward(hidden, targets)
+        ctx.head, ctx.chunk, ctx.params = head, chunk, params
+        mean = torch.cat(means) if means else hidden.new_zeros(0, dtype=torch.float32)
+        ctx.mark_non_differentiable(mean)
+        return (torch.cat(log_probs) if log_probs else mean.clone()), mean
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
+    def backward(ctx: Any, grad_log_probs: torch.Tensor, grad_means: Any) -> tuple[Any, ...]:
+        hidden, targets = ctx.saved_tensors
+        grad_hidden = torch.zeros_like(hidden)
+        grad_params = [torch.zeros_like(p) for p in ctx.params]
+        for start in range(0, len(hidden), ctx.chunk):
+            where = slice(start, start + ctx.chunk)
+            with torch.enable_grad():
+                piece = hidden[where].detach().requires_grad_(True)
+                logits = ctx.head(piece).float()
+                picked = logits.log_softmax(-1).gather(-1, targets[where, None]).squeeze(-1)
+                grads = torch.autograd.grad(picked, [piece, *ctx.params], grad_log_probs[where], allow_unused=True)
+            grad_hidden[where] = grads[0]
+            for acc, grad in zip(grad_params, grads[1:], strict=True):
+                if grad is not None:
+                    acc += grad
+        return (grad_hidden, None, None, None, *grad_params)
+
+
+def token_log_probs(
+    hidden: torch.Tensor, head: nn.Module, targets: torch.Tensor, chunk: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log-probability of each target [positions], each position's mean logit [positions], detached)."""
+    params = [p for p in head.parameters() if p.requires_grad]
+    return _HeadLogProbs.apply(hidden, head, targets, chunk, *params)
+
+
 def cross_entropy_sums(
     targets: torch.Tensor,
     groups: Sequence[tuple[torch.Tensor, float | torch.Tensor]] = (),

@@ -41,7 +41,7 @@ EXACT_HEAD_MODEL_TYPES = frozenset(
     {"gpt2", "llama", "mistral", "qwen2", "qwen3", "gemma", "phi3", "olmo2", "t5", "mt5"}
 )
 CHUNK_LOGIT_BYTES = 64 * 2**20  # one chunk's float32 logits
-CHUNKED_TASKS = ("sft", "seq2seq", "distill")  # the tasks whose LM loss is llmkit's own
+CHUNKED_TASKS = ("sft", "seq2seq", "distill", "orpo")  # the tasks whose LM loss is llmkit's own
 
 
 def chunk_tokens(vocab_size: int) -> int:

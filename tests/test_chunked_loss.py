@@ -10,6 +10,8 @@ import torch
 from conftest import SHARED_DATA, sft_recipe
 from peft import AdaLoraConfig, LoraConfig, PromptTuningConfig, get_peft_model
 
+import llmkit
+from llmkit import Recipe
 from llmkit.chunked import (
     HeadInput,
     causal_lm_loss,
@@ -17,6 +19,7 @@ from llmkit.chunked import (
     head_loss,
     output_head,
     seq2seq_loss,
+    token_log_probs,
     unsupported,
 )
 from llmkit.data.tokens import IGNORE_INDEX
@@ -183,8 +186,7 @@ def _both_ways(recipe: dict, monkeypatch: pytest.MonkeyPatch) -> tuple:
     """Train `recipe` with the chunked loss and with the model's own; returns both RunResults. Plain SGD, so the
     weights compare: Adam divides each gradient by its own size, turning a 1e-9 rounding difference in a near-zero
     gradient into a whole learning-rate step."""
-    import llmkit
-    from llmkit import Recipe, chunked
+    from llmkit import chunked
 
     calls = []
     real = chunked.head_loss
@@ -273,3 +275,50 @@ def test_a_rationale_distillation_run_is_the_same_run(family, tiny_dirs, tmp_pat
         recipe["data"]["max_target_length"] = 24
     keys = ("eval_label_loss", "eval_rationale_loss", "eval_loss", "train_loss")
     _assert_same_run(*_both_ways(recipe, monkeypatch), keys)
+
+
+def test_token_log_probs_and_their_gradients_match_the_full_logits():
+    """ORPO's per-token log-probabilities: the same values and gradients as log_softmax over the full logits."""
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, 11)
+    hidden = torch.randn(10, 8, requires_grad=True)
+    targets = torch.randint(0, 11, (10,))
+    weights = torch.randn(10)
+    log_probs, means = token_log_probs(hidden, head, targets, chunk=3)
+    logits = head(hidden)
+    expected = logits.log_softmax(-1).gather(-1, targets[:, None]).squeeze(-1)
+    torch.testing.assert_close(log_probs, expected, **TOL)
+    torch.testing.assert_close(means, logits.mean(-1).detach(), **TOL)
+    got = torch.autograd.grad((log_probs * weights).sum(), [hidden, head.weight, head.bias])
+    want = torch.autograd.grad((expected * weights).sum(), [hidden, head.weight, head.bias])
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, **TOL)
+
+
+@pytest.mark.e2e
+def test_an_orpo_run_is_the_same_run(tiny_dirs, preferences_small, tmp_path, monkeypatch):
+    recipe = {
+        "task": "orpo",
+        "model": {"name": str(tiny_dirs["llama"])},
+        "data": {"train": str(preferences_small), "validation": str(preferences_small),
+                 "format": "alpaca_preference", "max_length": 96, "max_train_samples": 16, "max_eval_samples": 8},
+        "method": "full",
+        "training": {"max_steps": 3, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 2,
+                     "learning_rate": 1e-3, "save_strategy": "no", "seed": 0},
+        "output_dir": str(tmp_path / "run"),
+    }  # fmt: skip
+    from llmkit import chunked
+
+    calls = []
+    real = chunked.token_log_probs
+    monkeypatch.setattr(chunked, "token_log_probs", lambda *a, **k: calls.append(1) or real(*a, **k))
+    keys = ("eval_loss_before", "eval_loss", "train_loss", "eval_nll_loss", "eval_log_odds_ratio")
+    runs = []
+    for on in (True, False):
+        r = json.loads(json.dumps(recipe))
+        r["output_dir"] += f"-{on}"
+        r["training"].update(chunked_loss=on, optim="sgd")
+        runs.append(llmkit.Trainer(Recipe.from_dict(r)).train())
+        assert bool(calls) == on
+        calls.clear()
+    _assert_same_run(*runs, keys)
