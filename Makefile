@@ -46,6 +46,7 @@ finetune-lora: install
 
 bench: install
 	$(BIN)/python bench/sft_throughput.py --output bench/results.json
+	$(BIN)/python bench/chunked_loss.py --output bench/chunked-results.json
 
 bench-methods: install
 	$(BIN)/python bench/methods.py --output bench/methods-results.json --markdown docs/methods-benchmark.md $(ARGS)

@@ -34,6 +34,21 @@ FAMILY_HEADS: dict[str, tuple[str, ...]] = {
 }
 TEXT_HEADS = ("causal_lm", "seq2seq_lm")
 
+# Model types whose logits are exactly `lm_head(hidden)`, so `llmkit.chunked` may send hidden states through the head
+# itself: nothing scales, caps or biases them after it (BART adds `final_logits_bias`, Gemma 2 soft-caps). T5 scales
+# its hidden states *before* the head, where the chunked loss reads them.
+EXACT_HEAD_MODEL_TYPES = frozenset(
+    {"gpt2", "llama", "mistral", "qwen2", "qwen3", "gemma", "phi3", "olmo2", "t5", "mt5"}
+)
+CHUNK_LOGIT_BYTES = 64 * 2**20  # one chunk's float32 logits
+CHUNKED_TASKS = ("sft", "seq2seq", "distill", "orpo")  # the tasks whose LM loss is llmkit's own
+
+
+def chunk_tokens(vocab_size: int) -> int:
+    """Tokens per chunk of the chunked loss: 64 MB of float32 logits, a power of two between 64 and 4,096."""
+    tokens = max(1, CHUNK_LOGIT_BYTES // (4 * vocab_size))
+    return max(64, min(4096, 2 ** (tokens.bit_length() - 1)))
+
 
 def text_head(family: str) -> str:
     """The head a family generates text with: T5's decoder, a decoder's LM head (an encoder has none, and gets the

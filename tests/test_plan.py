@@ -207,3 +207,17 @@ def test_plan_says_what_it_cannot_model(tmp_path):
     (tmp_path / "m" / "config.json").write_text('{"model_type": "phi3"}')
     code, _, err = run_cli("plan", str(recipe))
     assert code == 2 and "does not know the layout of model type 'phi3' yet" in err
+
+
+def test_the_chunked_loss_plans_one_chunk_of_logits(tmp_path):
+    """SmolLM2 (49,152 tokens): the chunked loss holds 256 trained tokens' logits at a time, not the batch's."""
+    from llmkit.plan import plan
+    from llmkit.recipe import Recipe
+
+    path, _ = _quickstart(tmp_path)
+    chunked = plan(Recipe.from_yaml(path), "cpu")
+    whole = plan(Recipe.from_yaml(path, ["training.chunked_loss=false"]), "cpu")
+    assert chunked.setup.chunk == 256 and whole.setup.chunk == 0
+    assert chunked.terms.logits == 256 * 49_152 * 12
+    assert whole.terms.logits == 4 * 256 * 49_152 * 12  # batch 4 × max_length 256, float32
+    assert chunked.terms.total == whole.terms.total - whole.terms.logits + chunked.terms.logits

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 import transformers
 
+from llmkit import chunked
 from llmkit.data.tokens import IGNORE_INDEX
 from llmkit.distill.loss import distillation_loss, scored_positions
 from llmkit.heldout import SplitMeans, examples, predicted_tokens
@@ -50,12 +51,23 @@ class SoftTargets:
 
     def __init__(self, teacher: Any, alpha: float, temperature: float, causal: bool):
         self.teacher, self.alpha, self.temperature, self.causal = teacher, alpha, temperature, causal
+        self.capture: chunked.HeadInput | None = None  # the student's head, when the loss is chunked
+        self.teacher_capture: chunked.HeadInput | None = None
+
+    def chunk(self, capture: chunked.HeadInput, size: int) -> None:
+        """Compute the loss through the student's head in chunks (`llmkit.chunked`); a live teacher's logits are
+        then computed chunk by chunk too, where its head allows."""
+        self.capture, self.chunk_size = capture, size
+        if self.teacher is not None and chunked.unsupported(self.teacher) is None:
+            self.teacher_capture = chunked.HeadInput(chunked.output_head(self.teacher))
 
     def __call__(self, model: Any, inputs: dict[str, Any], num_items: Any) -> tuple[torch.Tensor, Any, Parts]:
         counts = predicted_tokens(inputs) if self.causal else examples(inputs)
         labels = inputs.pop("labels")
         teacher_logits = inputs.pop("teacher_logits", None)
         outputs = model(**inputs)
+        if self.capture is not None:
+            return self._chunked(outputs, inputs, labels, teacher_logits, num_items, counts)
         if teacher_logits is None:
             with torch.no_grad():
                 teacher_logits = self.teacher(**inputs).logits
@@ -65,6 +77,45 @@ class SoftTargets:
             student[:, :vocab], teacher[:, :vocab], targets, self.alpha, self.temperature, num_items
         )
         return parts.loss, outputs, {"ce": (parts.ce, counts), "kl": (parts.kl, counts)}
+
+    def _chunked(
+        self, outputs: Any, inputs: dict[str, Any], labels: torch.Tensor, cached: Any, num_items: Any, counts: Any
+    ) -> tuple[torch.Tensor, Any, Parts]:
+        hidden, targets = chunked.scored_hidden(self.capture.take(), labels, self.causal)
+        teacher_rows = self._teacher_rows(inputs, labels, cached)
+
+        def chunk_loss(logits: torch.Tensor, where: slice) -> tuple[torch.Tensor, torch.Tensor]:
+            teacher = teacher_rows(where)
+            vocab = min(logits.shape[-1], teacher.shape[-1])  # padded embedding rows are never targets
+            student, soft = logits[:, :vocab], teacher[:, :vocab]
+            sums = distillation_loss(student, soft, targets[where], self.alpha, self.temperature, num_items=1)
+            return sums.loss, torch.stack([sums.ce, sums.kl])
+
+        total, (ce, kl) = chunked.head_loss(hidden, self.capture.head, chunk_loss, self.chunk_size)
+        denominator = num_items if num_items is not None else max(len(targets), 1)
+        if torch.is_tensor(denominator):
+            denominator = denominator.to(total.device)
+        return total / denominator, outputs, {"ce": (ce, counts), "kl": (kl, counts)}
+
+    def _teacher_rows(self, inputs: dict[str, Any], labels: torch.Tensor, cached: Any) -> Callable[[slice], Any]:
+        """The teacher's logits at the scored positions, by slice: cached, from its head chunk by chunk, or (a head
+        the chunked loss cannot use) selected from its full logits."""
+        if cached is not None:
+            return lambda where: cached[where]
+        with torch.no_grad():
+            if self.teacher_capture is None:  # any [batch, positions, ...] tensor is selected like hidden states
+                selected, _ = chunked.scored_hidden(self.teacher(**inputs).logits, labels, self.causal)
+                return lambda where: selected[where]
+            with self.teacher_capture.capturing():
+                self.teacher(**inputs)
+            hidden, _ = chunked.scored_hidden(self.teacher_capture.take(), labels, self.causal)
+        head = self.teacher_capture.head
+
+        def rows(where: slice) -> torch.Tensor:
+            with torch.no_grad():
+                return head(hidden[where])
+
+        return rows
 
     def combine(self, means: dict[str, float]) -> float:
         """The loss over a split, from its parts' means over the split's positions."""
@@ -81,13 +132,20 @@ class TwoTasks:
 
     def __init__(self, weight: float, causal: bool):
         self.weight, self.causal = weight, causal
+        self.capture: chunked.HeadInput | None = None
+
+    def chunk(self, capture: chunked.HeadInput, size: int) -> None:
+        """Compute both losses through the model's head in chunks (`llmkit.chunked`)."""
+        self.capture, self.chunk_size = capture, size
 
     def __call__(self, model: Any, inputs: dict[str, Any], num_items: Any) -> tuple[torch.Tensor, Any, Parts]:
         task = inputs.pop("task")
-        labels = (
-            inputs["labels"] if not self.causal else inputs.pop("labels")
-        )  # seq2seq builds decoder inputs from them
+        # an encoder-decoder builds its decoder inputs from the labels unless the collator did
+        chunk = self.capture is not None and (self.causal or "decoder_input_ids" in inputs)
+        labels = inputs.pop("labels") if self.causal or chunk else inputs["labels"]
         outputs = model(**inputs)
+        if chunk:
+            return self._chunked(outputs, labels, task)
         logits = outputs.logits[:, :-1] if self.causal else outputs.logits
         targets = labels[:, 1:] if self.causal else labels
         per_token = F.cross_entropy(
@@ -100,6 +158,18 @@ class TwoTasks:
         loss = label_loss + self.weight * rationale_loss
         parts = {"label_loss": (sums[0].detach(), counts[0]), "rationale_loss": (sums[1].detach(), counts[1])}
         return loss, outputs, parts
+
+    def _chunked(self, outputs: Any, labels: torch.Tensor, task: torch.Tensor) -> tuple[torch.Tensor, Any, Parts]:
+        hidden, targets = chunked.aligned(self.capture.take(), labels, self.causal)
+        mask = targets != IGNORE_INDEX
+        task = task.to(mask.device)
+        counts = [mask.sum(-1)[task == i] for i in (0, 1)]
+        scales = (1 / counts[0].sum().clamp(min=1), self.weight / counts[1].sum().clamp(min=1))
+        of_position = task[:, None].expand_as(targets)[mask]
+        groups = [(of_position == i, scales[i]) for i in (0, 1)]
+        loss_fn = chunked.cross_entropy_sums(targets[mask], groups)
+        loss, sums = chunked.head_loss(hidden[mask], self.capture.head, loss_fn, self.chunk_size)
+        return loss, outputs, {"label_loss": (sums[0], counts[0]), "rationale_loss": (sums[1], counts[1])}
 
     def combine(self, means: dict[str, float]) -> float:
         return means["label_loss"] + self.weight * means["rationale_loss"]

@@ -12,6 +12,7 @@ import subprocess
 from dataclasses import dataclass, replace
 
 from llmkit.errors import LlmkitError
+from llmkit.families import CHUNKED_TASKS, EXACT_HEAD_MODEL_TYPES, chunk_tokens
 from llmkit.plan.arch import Arch, arch_of
 from llmkit.plan.config import model_config
 from llmkit.plan.memory import Setup, Terms, estimate
@@ -120,7 +121,17 @@ def _setup(recipe: Recipe, arch: Arch, what: Trains, dev: Device, head: str) -> 
         target=(data.max_target_length or data.max_length) if head == "seq2seq_lm" else 0,
         four_bit=method.name == "qlora",
         double_quant=getattr(method, "bnb_4bit_use_double_quant", True),
+        chunk=_chunk(recipe, arch, head),
     )
+
+
+def _chunk(recipe: Recipe, arch: Arch, head: str) -> int:
+    """Tokens per chunk where `llmkit train` would use the chunked loss (`llmkit.chunked.enabled`), else 0."""
+    training = recipe.training
+    sharded = bool((training.model_extra or {}).get("fsdp") or (training.model_extra or {}).get("deepspeed"))
+    applies = recipe.task in CHUNKED_TASKS and head != "seq_cls" and arch.model_type in EXACT_HEAD_MODEL_TYPES
+    applies = applies and recipe.method.name != "adalora"  # its regularisation rides on the model's own loss
+    return chunk_tokens(arch.vocab) if training.chunked_loss and applies and not sharded else 0
 
 
 def render(p: Plan) -> str:
@@ -140,7 +151,8 @@ def render(p: Plan) -> str:
         f"  optimizer state   {_size(p.terms.optimizer)}  ({s.optim})",
         f"  activations       {_size(p.terms.activations)} without gradient checkpointing, "
         f"{_size(p.terms.activations_checkpointed)} with{' (on)' if s.checkpointing else ''}",
-        f"  logits            {_size(p.terms.logits)}",
+        f"  logits            {_size(p.terms.logits)}"
+        + (f"  (one chunk of {s.chunk} trained tokens at a time: training.chunked_loss)" if s.chunk else ""),
         f"  total             {_size(p.terms.total)} of {_size(p.device.memory)}: "
         + ("fits" if p.fits else "does NOT fit"),
         "",

@@ -33,6 +33,7 @@ class Setup:
     target: int = 0  # seq2seq: tokens per target
     four_bit: bool = False
     double_quant: bool = True
+    chunk: int = 0  # tokens per chunk of the chunked loss (`llmkit.chunked`); 0: the model computes every logit
 
     @property
     def act_bytes(self) -> int:
@@ -80,10 +81,13 @@ def _weights(arch: Arch, trains: Trains, setup: Setup, total: int) -> int:
 
 
 def _logits(arch: Arch, setup: Setup, seq: int, batch: int) -> int:
-    """Language-model heads: the logits, their float32 log-softmax (kept for the backward) and its gradient."""
+    """Language-model heads: the logits, their float32 log-softmax (kept for the backward) and its gradient — of
+    every position, or of one chunk of trained positions at a time under the chunked loss."""
     if setup.head == "seq_cls":
         return 0
     tokens = batch * (setup.target if setup.head == "seq2seq_lm" else seq)
+    if setup.chunk:
+        tokens = min(tokens, setup.chunk)
     return tokens * arch.vocab * (12 if setup.act_bytes == 4 else 14)
 
 

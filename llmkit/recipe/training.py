@@ -74,6 +74,12 @@ class TrainingSection(BaseModel):
         "full logits) patched into the model; a CUDA GPU and pip install 'llmkit[liger]'",
     )
     dataloader_num_workers: int | None = Field(None, ge=0)
+    chunked_loss: bool = Field(
+        True,
+        description="send only trained tokens through the LM head, a chunk at a time, so the full logits never "
+        "exist (the same loss and gradients; docs/memory.md). Causal-LM, seq2seq and distillation losses; "
+        "false: the model computes all its logits",
+    )
     resume_from_checkpoint: bool | str | None = Field(
         None,
         description="true: continue from the last complete checkpoint in output_dir; auto: that if there is one, "
@@ -120,7 +126,7 @@ class TrainingSection(BaseModel):
     def kwargs(self) -> dict[str, Any]:
         """The keys the recipe set, ready for TrainingArguments; unset keys keep upstream defaults. `bf16: auto` is
         decided by `llmkit.run.training_args`, where the hardware is known."""
-        skip = {"resume_from_checkpoint"} | ({"bf16"} if self.bf16 == "auto" else set())
+        skip = {"resume_from_checkpoint", "chunked_loss"} | ({"bf16"} if self.bf16 == "auto" else set())
         return {k: v for k, v in self.model_dump().items() if v is not None and k not in skip}
 
 

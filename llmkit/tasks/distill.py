@@ -12,6 +12,7 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
+from llmkit import chunked
 from llmkit.data.collate import Collator
 from llmkit.data.prepared import Prepared
 from llmkit.distill import cache
@@ -86,6 +87,8 @@ def run(env: RunEnv) -> TaskResult:
         processing_class=tokenizer,
         loss=SoftTargets(teacher, section.alpha, section.temperature, causal),
     )
+    if causal and chunked.enabled(trainer, built.model, env.recipe.training.chunked_loss):
+        chunked.attach_loss(trainer, built.model, trainer.loss)
     metrics = fit(trainer, env, built)  # held-out loss, cross-entropy and KL to the teacher, before and after
     if teacher is not None and _fingerprint(teacher) != teacher_weights:
         raise RuntimeError("the teacher's weights changed during distillation; this is a bug in llmkit")

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from transformers import DataCollatorForSeq2Seq, PreTrainedTokenizerBase
 
+from llmkit import chunked
 from llmkit.console import say
 from llmkit.data.cache import key_for
 from llmkit.data.collate import Collator
@@ -123,6 +124,8 @@ def run(env: RunEnv) -> TaskResult:
         processing_class=tokenizer,
         loss=TwoTasks(section.rationale_weight, causal=head == "causal_lm"),
     )
+    if chunked.enabled(trainer, model, env.recipe.training.chunked_loss):
+        chunked.attach_loss(trainer, model, trainer.loss)
     metrics: dict[str, Any] = {}
     if prepared.held_out:
         metrics["label_accuracy_before"] = label_accuracy(model, tokenizer, prepared.held_out, head)

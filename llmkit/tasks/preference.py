@@ -15,7 +15,7 @@ import datasets
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from llmkit import models
+from llmkit import chunked, chunked_orpo, models
 from llmkit.console import say
 from llmkit.data.cache import key_for
 from llmkit.data.preference import build_pairs, check_identical, tokenize_pair
@@ -86,6 +86,8 @@ def run(env: RunEnv) -> TaskResult:
         **kwargs,
     )
     weigh_eval_loss(trainer, loss_units(task))
+    if task == "orpo" and chunked.enabled(trainer, model, env.recipe.training.chunked_loss):
+        chunked_orpo.attach(trainer, model)  # DPO and KTO: TRL's own fused LM head
     if task != "orpo":
         copy = "a frozen copy of the base model"
         probe = tokenize_pair(prepared.train[0], tokenizer)

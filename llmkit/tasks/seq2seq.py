@@ -11,6 +11,7 @@ from typing import Any
 
 from transformers import DataCollatorForSeq2Seq, PreTrainedTokenizerBase, Seq2SeqTrainer, Seq2SeqTrainingArguments
 
+from llmkit import chunked
 from llmkit.console import say
 from llmkit.data.cache import key_for
 from llmkit.data.prepared import Prepared, prepare_splits
@@ -59,6 +60,8 @@ def _trainer(env: RunEnv, model: Any, tokenizer: Any, args: Seq2SeqTrainingArgum
         compute_loss_func=batch_loss(label_smoothing=args.label_smoothing_factor),
         **kwargs,
     )
+    if chunked.enabled(trainer, model, env.recipe.training.chunked_loss):  # in training; evaluation generates anyway
+        chunked.attach(trainer, model, causal=False, label_smoothing=args.label_smoothing_factor)
     return weigh_eval_loss(trainer, target_tokens)
 
 

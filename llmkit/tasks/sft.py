@@ -2,7 +2,7 @@
 
 Runs on transformers' `Trainer` with llmkit's own tokenisation and collator rather than TRL's `SFTTrainer`, which
 computes entropy and token accuracy over the full vocabulary every step (bench/README.md has the measured cost); the
-label mask is built — and tested — here either way.
+label mask is built — and tested — here either way. The loss goes through the LM head in chunks (`llmkit.chunked`).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase, Trainer
 
+from llmkit import chunked
 from llmkit.console import say
 from llmkit.data.cache import key_for
 from llmkit.data.collate import Collator
@@ -81,15 +82,17 @@ def run(env: RunEnv) -> TaskResult:
     args = training_args(env, evaluate=bool(held_out))
     n_train = len(train) if isinstance(train, Sized) else 0  # a stream has no length; the recipe sets max_steps
     built = build_model(env, tokenizer, total_steps=total_steps(n_train, args))
-    trainer = _trainer(built.model, tokenizer, args, train_dataset=train, eval_dataset=held_out or None)
+    trainer = _trainer(env, built.model, tokenizer, args, train_dataset=train, eval_dataset=held_out or None)
     metrics = fit(trainer, env, built)
     return TaskResult(metrics, built, tokenizer, data=prepared.sources)
 
 
-def _trainer(model: Any, tokenizer: PreTrainedTokenizerBase, args: Any, **kwargs: Any) -> Trainer:
+def _trainer(env: RunEnv, model: Any, tokenizer: PreTrainedTokenizerBase, args: Any, **kwargs: Any) -> Trainer:
     trainer = Trainer(
         model=model, args=args, data_collator=Collator(tokenizer.pad_token_id), processing_class=tokenizer, **kwargs
     )
+    if chunked.enabled(trainer, model, env.recipe.training.chunked_loss):
+        chunked.attach(trainer, model, causal=True)
     return weigh_eval_loss(trainer, predicted_tokens)
 
 
@@ -100,7 +103,7 @@ def evaluate(env: RunEnv, trained: Trained, rows: Rows, prefix: str) -> dict[str
     """Loss (response tokens only, as in training) and perplexity on `rows` (`llmkit eval`)."""
     examples, _, stats = build_examples(rows.rows, rows.where, **text_options(env, trained.tokenizer))
     say(f"{prefix}: {stats.summary(rows.name)}")
-    trainer = _trainer(trained.model, trained.tokenizer, training_args(env))
+    trainer = _trainer(env, trained.model, trained.tokenizer, training_args(env))
     metrics = evaluate_split(trainer, examples, prefix)
     metrics[f"{prefix}_perplexity"] = math.exp(metrics[f"{prefix}_loss"])
     return metrics
