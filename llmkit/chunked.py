@@ -51,6 +51,9 @@ def enabled(trainer: Any, model: Any, wanted: bool) -> bool:
     exact. Where it is not, says why once and leaves the model's own loss."""
     if not wanted:
         return False
+    if getattr(trainer.args, "use_liger_kernel", False):
+        say("training.chunked_loss: off, as Liger's fused linear cross-entropy (training.use_liger_kernel) does it")
+        return False
     reason = unsupported(model, sharded=bool(trainer.args.fsdp or trainer.args.deepspeed))
     if reason:
         say(f"training.chunked_loss: off, as {reason}; the model computes its full logits")
