@@ -322,3 +322,17 @@ def test_an_orpo_run_is_the_same_run(tiny_dirs, preferences_small, tmp_path, mon
         assert bool(calls) == on
         calls.clear()
     _assert_same_run(*runs, keys)
+
+
+def test_the_recipe_key_and_liger_decide_whether_it_runs():
+    from types import SimpleNamespace
+
+    from llmkit.chunked import enabled
+
+    trainer = SimpleNamespace(args=SimpleNamespace(use_liger_kernel=False, fsdp=[], deepspeed=None))
+    model = tiny_model("gpt2")
+    assert enabled(trainer, model, True) and not enabled(trainer, model, False)
+    trainer.args.use_liger_kernel = True  # Liger's fused linear cross-entropy does it on the GPU
+    assert not enabled(trainer, model, True)
+    trainer.args.use_liger_kernel, trainer.args.fsdp = False, ["full_shard"]
+    assert not enabled(trainer, model, True)
