@@ -54,7 +54,7 @@ def recipe(
             "save_strategy": "no",
             "seed": 0,
             "chunked_loss": chunked,
-            "gradient_checkpointing": checkpointing,
+            **({"gradient_checkpointing": True} if checkpointing else {}),
         },
         "output_dir": output_dir,
     }
