@@ -6,7 +6,7 @@ true and false, each in a fresh process so each peak resident set size is its ow
 of the timed steps (every step after the first, which pays for warm-up) over their wall time; the held-out loss is
 the token mean over the same held-out rows after training. With `--rounds 2` runs alternate off, on, on, off, so a
 drift in background load hits both alike, and the median per setting is reported; the committed results ran one
-round (about 20 minutes a run on 2 CPU cores).
+round (10 to 25 minutes a run on 2 shared CPU cores).
 
     python bench/chunked_loss.py --output bench/chunked-results.json        (part of: make bench)
 """
