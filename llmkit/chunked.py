@@ -125,29 +125,40 @@ def scored_hidden(hidden: torch.Tensor, labels: torch.Tensor, causal: bool) -> t
     return hidden[mask], labels[mask]
 
 
+def _over_chunks(
+    hidden: torch.Tensor, head: nn.Module, chunk_loss: ChunkLoss, chunk: int, params: Sequence[Any] | None = None
+) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor] | None]:
+    """`chunk_loss` summed over chunks of `hidden`: (loss, statistics, gradients). With `params`, also the
+    gradients of the loss for `hidden` and then for each of `params`, taken chunk by chunk, so one chunk's logits
+    are alive at a time; without, none are taken."""
+    grads = None if params is None else [torch.zeros_like(hidden), *(torch.zeros_like(p) for p in params)]
+    total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+    stats = None
+    for start in range(0, len(hidden), chunk):
+        where = slice(start, min(start + chunk, len(hidden)))
+        with torch.enable_grad() if grads is not None else torch.no_grad():
+            piece = hidden[where].detach().requires_grad_(grads is not None)
+            loss, extra = chunk_loss(head(piece), where)
+            if grads is not None:
+                found = torch.autograd.grad(loss, [piece, *params], allow_unused=True)
+        if grads is not None:
+            grads[0][where] = found[0]
+            for acc, grad in zip(grads[1:], found[1:], strict=True):
+                if grad is not None:
+                    acc += grad
+        total += loss.detach().float()
+        stats = extra.detach() if stats is None else stats + extra.detach()
+    return total, stats, grads
+
+
 class _HeadLoss(torch.autograd.Function):
     """Sum of `chunk_loss` over chunks of `hidden`, with the gradients taken chunk by chunk in forward; backward
     scales them. The head's trainable parameters are inputs, so their gradients reach them (a tied or LoRA head)."""
 
     @staticmethod
     def forward(ctx: Any, hidden: torch.Tensor, head: nn.Module, chunk_loss: ChunkLoss, chunk: int, *params: Any):
-        grad_hidden = torch.zeros_like(hidden)
-        grad_params = [torch.zeros_like(p) for p in params]
-        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-        stats = None
-        for start in range(0, len(hidden), chunk):
-            where = slice(start, min(start + chunk, len(hidden)))
-            with torch.enable_grad():
-                piece = hidden[where].detach().requires_grad_(True)
-                loss, extra = chunk_loss(head(piece), where)
-                grads = torch.autograd.grad(loss, [piece, *params], allow_unused=True)
-            grad_hidden[where] = grads[0]
-            for acc, grad in zip(grad_params, grads[1:], strict=True):
-                if grad is not None:
-                    acc += grad
-            total += loss.detach().float()
-            stats = extra.detach() if stats is None else stats + extra.detach()
-        ctx.save_for_backward(grad_hidden, *grad_params)
+        total, stats, grads = _over_chunks(hidden, head, chunk_loss, chunk, params)
+        ctx.save_for_backward(*grads)
         ctx.mark_non_differentiable(stats)
         return total, stats
 
@@ -170,11 +181,7 @@ def head_loss(
     params = [p for p in head.parameters() if p.requires_grad]
     if torch.is_grad_enabled() and (hidden.requires_grad or params):
         return _HeadLoss.apply(hidden, head, chunk_loss, chunk, *params)
-    total, stats = None, None
-    for start in range(0, len(hidden), chunk):
-        loss, extra = chunk_loss(head(hidden[start : start + chunk]), slice(start, start + chunk))
-        total = loss.float() if total is None else total + loss.float()
-        stats = extra if stats is None else stats + extra
+    total, stats, _ = _over_chunks(hidden, head, chunk_loss, chunk)
     return total, stats
 
 
@@ -201,20 +208,13 @@ class _HeadLogProbs(torch.autograd.Function):
     @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx: Any, grad_log_probs: torch.Tensor, grad_means: Any) -> tuple[Any, ...]:
         hidden, targets = ctx.saved_tensors
-        grad_hidden = torch.zeros_like(hidden)
-        grad_params = [torch.zeros_like(p) for p in ctx.params]
-        for start in range(0, len(hidden), ctx.chunk):
-            where = slice(start, start + ctx.chunk)
-            with torch.enable_grad():
-                piece = hidden[where].detach().requires_grad_(True)
-                logits = ctx.head(piece).float()
-                picked = logits.log_softmax(-1).gather(-1, targets[where, None]).squeeze(-1)
-                grads = torch.autograd.grad(picked, [piece, *ctx.params], grad_log_probs[where], allow_unused=True)
-            grad_hidden[where] = grads[0]
-            for acc, grad in zip(grad_params, grads[1:], strict=True):
-                if grad is not None:
-                    acc += grad
-        return (grad_hidden, None, None, None, *grad_params)
+
+        def weighted(logits: torch.Tensor, where: slice) -> tuple[torch.Tensor, torch.Tensor]:
+            picked = logits.float().log_softmax(-1).gather(-1, targets[where, None]).squeeze(-1)
+            return (picked * grad_log_probs[where]).sum(), picked.new_zeros(1)
+
+        _, _, grads = _over_chunks(hidden, ctx.head, weighted, ctx.chunk, ctx.params)
+        return (grads[0], None, None, None, *grads[1:])
 
 
 def token_log_probs(
