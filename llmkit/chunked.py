@@ -25,6 +25,7 @@ from torch import nn
 from llmkit.console import say
 from llmkit.data.tokens import IGNORE_INDEX
 from llmkit.families import EXACT_HEAD_MODEL_TYPES, chunk_tokens
+from llmkit.losses import per_item
 
 # A chunk's loss: (its logits [n, vocab], the slice of scored positions they belong to) → (the chunk's summed loss,
 # a 1-D tensor of additive statistics such as per-part sums, summed over chunks and returned detached).
@@ -264,10 +265,7 @@ def _lm_loss(capture: HeadInput, chunk: int, causal: bool, label_smoothing: floa
         hidden, targets = scored_hidden(capture.take(), labels, causal)
         smoothing = label_smoothing if torch.is_grad_enabled() else 0.0
         total, _ = head_loss(hidden, capture.head, cross_entropy_sums(targets, label_smoothing=smoothing), chunk)
-        count = num_items_in_batch if num_items_in_batch is not None else max(len(targets), 1)
-        if torch.is_tensor(count):
-            count = count.to(total.device)
-        return total / count
+        return per_item(total, num_items_in_batch, max(len(targets), 1))
 
     return loss
 

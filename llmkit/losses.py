@@ -38,7 +38,13 @@ def summed_cross_entropy(
         reduction="sum",
         label_smoothing=label_smoothing,
     )
-    count = num_items_in_batch if num_items_in_batch is not None else (labels != IGNORE_INDEX).sum()
+    return per_item(total, num_items_in_batch, (labels != IGNORE_INDEX).sum())
+
+
+def per_item(total: torch.Tensor, num_items_in_batch: torch.Tensor | int | None, items: Any) -> torch.Tensor:
+    """`total` divided by the accumulated batch's item count when the Trainer gives one (training), else by `items`,
+    this batch's: how transformers normalises its own loss under gradient accumulation."""
+    count = num_items_in_batch if num_items_in_batch is not None else items
     if torch.is_tensor(count):
         count = count.to(total.device)
     return total / count

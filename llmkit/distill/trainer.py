@@ -20,6 +20,7 @@ from llmkit import chunked
 from llmkit.data.tokens import IGNORE_INDEX
 from llmkit.distill.loss import distillation_loss, scored_positions
 from llmkit.heldout import SplitMeans, examples, predicted_tokens
+from llmkit.losses import per_item
 
 # A part of a loss: its sum over the batch, and how many positions each item of the batch contributes to it.
 Parts = dict[str, tuple[torch.Tensor, torch.Tensor]]
@@ -92,10 +93,8 @@ class SoftTargets:
             return sums.loss, torch.stack([sums.ce, sums.kl])
 
         total, (ce, kl) = chunked.head_loss(hidden, self.capture.head, chunk_loss, self.chunk_size)
-        denominator = num_items if num_items is not None else max(len(targets), 1)
-        if torch.is_tensor(denominator):
-            denominator = denominator.to(total.device)
-        return total / denominator, outputs, {"ce": (ce, counts), "kl": (kl, counts)}
+        loss = per_item(total, num_items, max(len(targets), 1))
+        return loss, outputs, {"ce": (ce, counts), "kl": (kl, counts)}
 
     def _teacher_rows(self, inputs: dict[str, Any], labels: torch.Tensor, cached: Any) -> Callable[[slice], Any]:
         """The teacher's logits at the scored positions, by slice: cached, from its head chunk by chunk, or (a head
