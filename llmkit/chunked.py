@@ -47,15 +47,16 @@ def unsupported(model: Any, sharded: bool = False) -> str | None:
     return None
 
 
-def enabled(trainer: Any, model: Any, wanted: bool) -> bool:
+def enabled(trainer: Any, model: Any, wanted: bool, task_reason: str | None = None) -> bool:
     """Whether `trainer` should compute `model`'s loss chunked: the recipe's `training.chunked_loss`, where it is
-    exact. Where it is not, says why once and leaves the model's own loss."""
+    exact. Where it is not — for the model, or for the task (`task_reason`) — says why once and leaves the model's
+    own loss."""
     if not wanted:
         return False
     if getattr(trainer.args, "use_liger_kernel", False):
         say("training.chunked_loss: off, as Liger's fused linear cross-entropy (training.use_liger_kernel) does it")
         return False
-    reason = unsupported(model, sharded=bool(trainer.args.fsdp or trainer.args.deepspeed))
+    reason = task_reason or unsupported(model, sharded=bool(trainer.args.fsdp or trainer.args.deepspeed))
     if reason:
         say(f"training.chunked_loss: off, as {reason}; the model computes its full logits")
     else:

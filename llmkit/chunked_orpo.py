@@ -18,10 +18,17 @@ from llmkit import chunked
 from llmkit.data.tokens import IGNORE_INDEX
 
 
+def unsupported(trainer: Any) -> str | None:
+    """Why this `ORPOTrainer` keeps TRL's own forward, or None."""
+    if trainer.is_encoder_decoder:
+        return "ORPO's chunked forward is for decoder-only models"
+    if trainer.aux_loss_enabled:
+        return "the model adds a router loss to ORPO's"
+    return None
+
+
 def attach(trainer: Any, model: Any) -> None:
-    """Give an `ORPOTrainer` instance the chunked forward (decoder-only models; the caller checked `enabled`)."""
-    if trainer.is_encoder_decoder or trainer.aux_loss_enabled:
-        return
+    """Give an `ORPOTrainer` instance the chunked forward (the caller checked `chunked.enabled` with `unsupported`)."""
     capture, size = chunked.HeadInput(chunked.output_head(model)), chunked.vocab_chunk(model)
 
     def concatenated_forward(model: Any, batch: dict[str, Any]) -> tuple[Any, ...]:

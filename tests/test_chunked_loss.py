@@ -336,3 +336,18 @@ def test_the_recipe_key_and_liger_decide_whether_it_runs():
     assert not enabled(trainer, model, True)
     trainer.args.use_liger_kernel, trainer.args.fsdp = False, ["full_shard"]
     assert not enabled(trainer, model, True)
+
+
+def test_a_task_reason_turns_it_off():
+    """ORPO on an encoder-decoder keeps TRL's forward, and the run says so instead of claiming the chunked loss."""
+    from types import SimpleNamespace
+
+    from llmkit.chunked import enabled
+    from llmkit.chunked_orpo import unsupported as orpo_unsupported
+
+    trainer = SimpleNamespace(args=SimpleNamespace(use_liger_kernel=False, fsdp=[], deepspeed=None))
+    orpo = SimpleNamespace(is_encoder_decoder=True, aux_loss_enabled=False)
+    assert "decoder-only" in orpo_unsupported(orpo)
+    assert not enabled(trainer, tiny_model("gpt2"), True, orpo_unsupported(orpo))
+    orpo.is_encoder_decoder = False
+    assert orpo_unsupported(orpo) is None and enabled(trainer, tiny_model("gpt2"), True, None)

@@ -86,7 +86,8 @@ def run(env: RunEnv) -> TaskResult:
         **kwargs,
     )
     weigh_eval_loss(trainer, loss_units(task))
-    if task == "orpo" and chunked.enabled(trainer, model, env.recipe.training.chunked_loss):
+    wanted = env.recipe.training.chunked_loss
+    if task == "orpo" and chunked.enabled(trainer, model, wanted, chunked_orpo.unsupported(trainer)):
         chunked_orpo.attach(trainer, model)  # DPO and KTO: TRL's own fused LM head
     if task != "orpo":
         copy = "a frozen copy of the base model"
